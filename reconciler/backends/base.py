@@ -1,0 +1,130 @@
+"""The interface every state backend implements: versioned storage plus a lock.
+
+A backend is used by one run. It remembers which version of the state it last read or
+wrote, and ``write`` refuses when the stored state moved since then, so a lost race is
+reported instead of silently overwriting another run's work. Locks are never stolen: a
+lock whose holder died stays until someone runs ``force_unlock`` with its id.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from reconciler.backends.lockinfo import LockInfo
+from reconciler.errors import LockError
+from reconciler.state import State
+
+
+class StateBackend(ABC):
+    """Storage for one state document plus a lock; see tests/backend_conformance.py."""
+
+    #: Seconds between attempts while waiting for a busy lock.
+    poll_interval: float = 0.1
+
+    def __init__(self) -> None:
+        self._held: LockInfo | None = None
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the state lives, for messages (a path, a URL)."""
+
+    @abstractmethod
+    def read(self) -> State | None:
+        """The stored state, or None when none exists yet. Raises StateError when the
+        stored document cannot be used; it is then left exactly as it is."""
+
+    @abstractmethod
+    def write(self, state: State) -> State:
+        """Store ``state`` with serial + 1 and return what was stored.
+
+        Raises StateError, storing nothing, when the stored state is not the version this
+        backend last read or wrote, or when ``state`` is not based on it (other lineage or
+        serial); raises LockError when another run holds the lock or this run lost its lock.
+        """
+
+    @abstractmethod
+    def current_lock(self) -> LockInfo | None:
+        """Who holds the lock now, or None."""
+
+    @abstractmethod
+    def try_lock(self, info: LockInfo) -> LockInfo | None:
+        """Take the lock as ``info`` in one atomic step: None when taken, else the holder."""
+
+    @abstractmethod
+    def remove_lock(self, lock_id: str) -> bool:
+        """Remove the lock only if it has id ``lock_id``; True when removed."""
+
+    def holder_notes(self, holder: LockInfo) -> list[str]:
+        """Backend-specific hints about a holder, e.g. that its process is gone."""
+        return []
+
+    @property
+    def held(self) -> LockInfo | None:
+        """The lock this backend holds, if any."""
+        return self._held
+
+    def acquire(self, operation: str, timeout: float) -> LockInfo:
+        """Take the lock for ``operation``, waiting up to ``timeout`` seconds (0: do not
+        wait). Raises LockError naming the holder when it stays busy."""
+        info = LockInfo.new(operation, self.describe())
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            holder = self.try_lock(info)
+            if holder is None:
+                self._held = info
+                return info
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(self.poll_interval, remaining))
+        notes = self.holder_notes(holder)
+        if timeout > 0:
+            notes.insert(0, f"waited {timeout:g}s")
+        raise LockError(f"state {self.describe()} is {holder.describe(*notes)}")
+
+    def release(self, info: LockInfo) -> bool:
+        """Give up the lock ``info``; True when it was removed. Someone else's lock (after a
+        force-unlock) is left alone and False returned: the next write reports the loss."""
+        if self._held is not None and self._held.id == info.id:
+            self._held = None
+        return self.remove_lock(info.id)
+
+    @contextmanager
+    def lock(self, operation: str, timeout: float) -> Iterator[LockInfo]:
+        """Hold the lock for the duration of a ``with`` block."""
+        info = self.acquire(operation, timeout)
+        try:
+            yield info
+        finally:
+            self.release(info)
+
+    def force_unlock(self, lock_id: str) -> None:
+        """Remove the lock if, and only if, it has id ``lock_id``."""
+        current = self.current_lock()
+        if current is None:
+            raise LockError(f"state {self.describe()} is not locked; nothing to unlock")
+        if current.id != lock_id:
+            raise LockError(
+                f"state {self.describe()} is locked with id {current.id}, not {lock_id}; "
+                f"not unlocked ({current.describe()})"
+            )
+        if not self.remove_lock(lock_id):
+            raise LockError(
+                f"state {self.describe()} was unlocked or re-locked meanwhile; not unlocked"
+            )
+
+    def check_may_write(self) -> None:
+        """Raise LockError when another run holds the lock, or this run's lock is gone."""
+        current = self.current_lock()
+        if self._held is not None:
+            if current is None or current.id != self._held.id:
+                now = f"it is now {current.describe()}" if current else "it is now unlocked"
+                raise LockError(
+                    f"this run's lock {self._held.id} on {self.describe()} was removed "
+                    f"(force-unlock?); {now}. Not writing state."
+                )
+        elif current is not None:
+            raise LockError(f"state {self.describe()} is {current.describe()}; not writing")

@@ -1,0 +1,165 @@
+"""BentoCloud's API-token endpoints: ApiTokenAPI over the REST transport (WIRE.md)."""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from reconciler.errors import (
+    AmbiguousCreateError,
+    InvalidResponseError,
+    NotFoundError,
+    ServerError,
+    TransportError,
+)
+from reconciler.http import RestClient
+from reconciler.token import ApiToken
+
+__all__ = ["ApiToken", "ApiTokenAPI", "RestClient", "wire_datetime"]
+
+TOKENS_PATH = "/api/v1/api_tokens"
+DEFAULT_PAGE_SIZE = 1000
+# A listing that keeps moving under us (tokens created or deleted between pages) is read
+# again; after this many tries we give up rather than plan on an inconsistent picture.
+LIST_ATTEMPTS = 3
+
+
+def wire_datetime(moment: datetime) -> str:
+    """BentoML's create format: naive UTC, space separator, six fractional digits."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+class ApiTokenAPI:
+    """list / create / get / delete of the calling user's API tokens."""
+
+    def __init__(self, client: RestClient, *, page_size: int = DEFAULT_PAGE_SIZE) -> None:
+        self.client = client
+        self.page_size = page_size
+
+    def list(self, search: str | None = None) -> builtins.list[ApiToken]:
+        """Every token visible to the key, following every page.
+
+        The server may return fewer items than asked for; paging follows ``total``. A
+        listing whose total moved while paging is taken again, so the planner never
+        works from a picture that misses a token.
+        """
+        for _ in range(LIST_ATTEMPTS):
+            tokens, consistent = self._list_once(search)
+            if consistent:
+                return tokens
+        raise InvalidResponseError(
+            f"list tokens: the listing on {self.client.endpoint} kept changing while being "
+            f"read ({LIST_ATTEMPTS} tries); retry when no other job is changing tokens"
+        )
+
+    def _list_once(self, search: str | None) -> tuple[builtins.list[ApiToken], bool]:
+        by_uid: dict[str, ApiToken] = {}
+        start = 0
+        first_total: int | None = None
+        while True:
+            params: dict[str, Any] = {"start": start, "count": self.page_size}
+            if search:
+                params["search"] = search
+            page = self._page(params)
+            items, total = page
+            if first_total is None:
+                first_total = total
+            elif total != first_total:
+                return [], False
+            for token in items:
+                by_uid[token.uid] = token
+            start += len(items)
+            if not items or start >= total:
+                break
+        return list(by_uid.values()), len(by_uid) == first_total
+
+    def _page(self, params: dict[str, Any]) -> tuple[builtins.list[ApiToken], int]:
+        what = "list tokens"
+        response = self.client.request(
+            "GET", TOKENS_PATH, params=params, idempotent=True, what=what
+        )
+        body = self.client.json(response, what)
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise InvalidResponseError(
+                f"{what}: {self.client.endpoint} answered without an 'items' list"
+            )
+        total = body.get("total")
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise InvalidResponseError(
+                f"{what}: {self.client.endpoint} answered without a valid 'total'"
+            )
+        return [ApiToken.from_schema(item) for item in body["items"]], total
+
+    def create(
+        self,
+        name: str,
+        description: str | None = None,
+        scopes: builtins.list[str] | None = None,
+        expired_at: datetime | None = None,
+    ) -> ApiToken:
+        """Create a token; the returned ApiToken carries the secret in ``token``.
+
+        A create is not idempotent, so an answer that may have been lost after the server
+        acted (timeout, dropped connection, 5xx) raises AmbiguousCreateError instead of
+        being retried.
+        """
+        what = f"create token {name!r}"
+        body = {
+            "name": name,
+            "description": description,
+            "scopes": scopes,
+            "expired_at": wire_datetime(expired_at) if expired_at is not None else None,
+        }
+        try:
+            response = self.client.request(
+                "POST", TOKENS_PATH, json_body=body, idempotent=False, what=what
+            )
+        except TransportError as exc:
+            if "cannot connect" in str(exc):
+                raise
+            raise AmbiguousCreateError(
+                f"{exc}; the token may have been created", name=name
+            ) from None
+        except ServerError as exc:
+            raise AmbiguousCreateError(
+                f"{exc}; the token may have been created", name=name, status=exc.status
+            ) from None
+        token = ApiToken.from_schema(self.client.json(response, what))
+        if not token.token:
+            raise InvalidResponseError(
+                f"{what}: {self.client.endpoint} created the token but returned no value"
+            )
+        return token
+
+    def get(self, token_uid: str) -> ApiToken | None:
+        """The token, or None when it does not exist (404, or 400 'record not found')."""
+        what = f"get token {token_uid!r}"
+        try:
+            response = self.client.request(
+                "GET", f"{TOKENS_PATH}/{_segment(token_uid)}", idempotent=True, what=what
+            )
+        except NotFoundError:
+            return None
+        return ApiToken.from_schema(self.client.json(response, what))
+
+    def delete(self, token_uid: str, *, missing_ok: bool = False) -> None:
+        """Delete a token; NotFoundError when it does not exist, unless ``missing_ok``
+        (the reconciler's case: a retried delete whose first answer was lost finds the
+        token already gone, which is the outcome it wanted)."""
+        what = f"delete token {token_uid!r}"
+        try:
+            self.client.request(
+                "DELETE", f"{TOKENS_PATH}/{_segment(token_uid)}", idempotent=True, what=what
+            )
+        except NotFoundError:
+            if not missing_ok:
+                raise
+
+
+def _segment(uid: str) -> str:
+    # Unlike BentoML's f-string, quote the uid so 'a/b' or 'a?b' cannot reach another route.
+    return quote(uid, safe="")

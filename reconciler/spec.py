@@ -1,0 +1,190 @@
+"""The desired shape of one token (TokenSpec) and its expiry policy, shared by manifests,
+state, the planner and saved plans."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, Literal
+
+SCOPES: tuple[str, ...] = (
+    "api",
+    "read_organization",
+    "write_organization",
+    "read_cluster",
+    "write_cluster",
+)
+
+NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+NAME_RULE = (
+    "a DNS-1035 label: lowercase letters, digits and '-', starting with a letter, "
+    "ending with a letter or digit, at most 63 characters"
+)
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
+_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime; naive values are read as UTC (BentoCloud's convention)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse '12h', '90d' or '2w'. Raises ValueError with the accepted forms."""
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(
+            f"{text!r} is not a duration: use a positive whole number of hours, days or "
+            "weeks, such as 12h, 90d or 2w"
+        )
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_duration(delta: timedelta) -> str:
+    """The shortest exact spelling of a duration made by parse_duration ('2w', '90d', '36h')."""
+    hours = int(delta.total_seconds()) // 3600
+    if hours % (24 * 7) == 0:
+        return f"{hours // (24 * 7)}w"
+    if hours % 24 == 0:
+        return f"{hours // 24}d"
+    return f"{hours}h"
+
+
+def humanize(delta: timedelta) -> str:
+    """A rough human duration for reasons: '3d', '5h', '12m'."""
+    seconds = int(delta.total_seconds())
+    if seconds < 0:
+        return "-" + humanize(-delta)
+    if seconds >= 86400:
+        return f"{seconds // 86400}d"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h"
+    return f"{max(seconds // 60, 0)}m"
+
+
+def format_time(moment: datetime) -> str:
+    """An aware datetime as compact RFC 3339 UTC ('2026-12-01T00:00:00Z')."""
+    text = as_utc(moment).isoformat().replace("+00:00", "Z")
+    return text
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """When a token should expire: never, a rolling duration policy, or a fixed moment."""
+
+    kind: Literal["never", "duration", "at"]
+    duration: timedelta | None = None
+    at: datetime | None = None
+
+    @classmethod
+    def never(cls) -> Expiry:
+        return cls("never")
+
+    @classmethod
+    def parse(cls, value: object) -> Expiry:
+        """Read a manifest's ``expires`` value. Raises ValueError naming the accepted forms."""
+        if value is None:
+            return cls.never()
+        if isinstance(value, datetime):
+            return cls("at", at=as_utc(value))
+        if isinstance(value, date):
+            return cls("at", at=datetime.combine(value, time(), timezone.utc))
+        if not isinstance(value, str):
+            raise ValueError(
+                f"expires must be never, a duration (12h, 90d, 2w), a date (2027-01-31) or an "
+                f"ISO datetime, not {type(value).__name__}"
+            )
+        text = value.strip()
+        if text == "never":
+            return cls.never()
+        if _DURATION.match(text):
+            return cls("duration", duration=parse_duration(text))
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a valid expiry: use never, a duration (12h, 90d, 2w), a date "
+                "(2027-01-31) or an ISO datetime (2027-01-31T12:00:00Z; UTC when no zone)"
+            ) from None
+        return cls("at", at=as_utc(moment))
+
+    def text(self) -> str:
+        """The canonical spelling, stable across runs (used in state, plans and diffs)."""
+        if self.kind == "duration" and self.duration is not None:
+            return format_duration(self.duration)
+        if self.kind == "at" and self.at is not None:
+            return format_time(self.at)
+        return "never"
+
+    def expired_at_for_new_token(self, now: datetime) -> datetime | None:
+        """The expired_at to send when creating a token under this policy."""
+        if self.kind == "duration" and self.duration is not None:
+            return as_utc(now) + self.duration
+        if self.kind == "at":
+            return self.at
+        return None
+
+    def mismatch(self, created_at: datetime | None, expired_at: datetime | None) -> str | None:
+        """Why a live token's expiry does not satisfy this policy, or None when it does."""
+        actual = "never" if expired_at is None else format_time(expired_at)
+        if self.kind == "never":
+            return None if expired_at is None else f"expiry changed: {actual} -> never"
+        if self.kind == "at":
+            assert self.at is not None
+            if expired_at is not None and abs(as_utc(expired_at) - self.at) < timedelta(seconds=1):
+                return None
+            return f"expiry changed: {actual} -> {self.text()}"
+        assert self.duration is not None
+        if expired_at is None:
+            return f"expiry changed: never -> {self.text()} after creation"
+        if created_at is None:
+            return None
+        # A small tolerance absorbs clock skew between our "now" and the server's created_at.
+        limit = as_utc(created_at) + self.duration + timedelta(minutes=5)
+        if as_utc(expired_at) > limit:
+            return f"expiry changed: {actual} is later than creation + {self.text()}"
+        return None
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """What a manifest declares for one token; the comparable part of a token."""
+
+    name: str
+    description: str = ""
+    scopes: frozenset[str] = frozenset({"api"})
+    expires: Expiry = Expiry("never")
+    rotate_before: timedelta | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready, canonical form (state, saved plans, deepdiff input)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "scopes": sorted(self.scopes),
+            "expires": self.expires.text(),
+            "rotate_before": (
+                format_duration(self.rotate_before) if self.rotate_before is not None else None
+            ),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenSpec:
+        """Inverse of to_dict. Raises ValueError or KeyError on a malformed dict."""
+        rotate = data.get("rotate_before")
+        return cls(
+            name=str(data["name"]),
+            description=str(data.get("description") or ""),
+            scopes=frozenset(str(s) for s in data["scopes"]),
+            expires=Expiry.parse(data.get("expires") or "never"),
+            rotate_before=parse_duration(rotate) if rotate else None,
+        )

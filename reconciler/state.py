@@ -1,0 +1,171 @@
+"""The state document: what reconciler owns (name -> uid + recorded spec), never a secret.
+
+This module is the data only; where it is stored and how it is locked is the business of
+``reconciler.backends``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from reconciler.errors import StateError
+from reconciler.spec import TokenSpec, as_utc, format_time
+
+FORMAT_VERSION = 1
+
+
+def _time(value: object) -> datetime | None:
+    if value is None:
+        return None
+    return as_utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+
+
+def _text(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class OwnedToken:
+    """A live token reconciler created or adopted, and the spec it was made from."""
+
+    name: str
+    uid: str
+    spec: TokenSpec
+    created_at: datetime | None = None
+    expired_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "uid": self.uid,
+            "spec": self.spec.to_dict(),
+            "created_at": _text(self.created_at),
+            "expired_at": _text(self.expired_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OwnedToken:
+        return cls(
+            name=str(data["name"]),
+            uid=str(data["uid"]),
+            spec=TokenSpec.from_dict(data["spec"]),
+            created_at=_time(data.get("created_at")),
+            expired_at=_time(data.get("expired_at")),
+        )
+
+
+@dataclass(frozen=True)
+class PendingCreate:
+    """A create that was sent but not yet confirmed: if its answer is lost, the token may
+    exist with a secret nobody received. Recorded before the request goes out."""
+
+    name: str
+    started_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "started_at": _text(self.started_at)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingCreate:
+        started = _time(data["started_at"])
+        assert started is not None
+        return cls(name=str(data["name"]), started_at=started)
+
+
+@dataclass(frozen=True)
+class State:
+    """One version of the state. Immutable: every change makes a new State (and a write)."""
+
+    endpoint: str
+    lineage: str = field(default_factory=lambda: str(uuid.uuid4()))
+    serial: int = 0
+    tokens: dict[str, OwnedToken] = field(default_factory=dict)
+    pending: dict[str, PendingCreate] = field(default_factory=dict)
+    # Old tokens of a replacement whose successor is already owned, kept until deleted so
+    # that a crash between "new created" and "old deleted" cannot orphan the old one.
+    retired: dict[str, OwnedToken] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, endpoint: str) -> State:
+        return cls(endpoint=endpoint)
+
+    def with_token(self, token: OwnedToken) -> State:
+        tokens = dict(self.tokens)
+        tokens[token.name] = token
+        return replace(self, tokens=tokens)
+
+    def without_token(self, name: str) -> State:
+        tokens = dict(self.tokens)
+        tokens.pop(name, None)
+        return replace(self, tokens=tokens)
+
+    def with_pending(self, pending: PendingCreate) -> State:
+        items = dict(self.pending)
+        items[pending.name] = pending
+        return replace(self, pending=items)
+
+    def without_pending(self, name: str) -> State:
+        items = dict(self.pending)
+        items.pop(name, None)
+        return replace(self, pending=items)
+
+    def with_retired(self, token: OwnedToken) -> State:
+        items = dict(self.retired)
+        items[token.uid] = token
+        return replace(self, retired=items)
+
+    def without_retired(self, uid: str) -> State:
+        items = dict(self.retired)
+        items.pop(uid, None)
+        return replace(self, retired=items)
+
+    def owner_of(self, uid: str) -> OwnedToken | None:
+        for token in self.tokens.values():
+            if token.uid == uid:
+                return token
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "serial": self.serial,
+            "lineage": self.lineage,
+            "endpoint": self.endpoint,
+            "tokens": [self.tokens[name].to_dict() for name in sorted(self.tokens)],
+            "pending_creates": [self.pending[name].to_dict() for name in sorted(self.pending)],
+            "retired": [self.retired[uid].to_dict() for uid in sorted(self.retired)],
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, *, source: str) -> State:
+        """Parse a decoded state document; anything malformed is a StateError naming source."""
+        if not isinstance(data, dict):
+            raise StateError(f"{source}: not a reconciler state file (expected a JSON object)")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise StateError(f"{source}: not a reconciler state file (no format_version)")
+        if version > FORMAT_VERSION:
+            raise StateError(
+                f"{source}: state format {version} is newer than this reconciler understands "
+                f"({FORMAT_VERSION}); upgrade reconciler. The file was not changed."
+            )
+        try:
+            tokens = [OwnedToken.from_dict(item) for item in data["tokens"]]
+            pending = [PendingCreate.from_dict(item) for item in data.get("pending_creates", [])]
+            retired = [OwnedToken.from_dict(item) for item in data.get("retired", [])]
+            return cls(
+                endpoint=str(data["endpoint"]),
+                lineage=str(data["lineage"]),
+                serial=int(data["serial"]),
+                tokens={t.name: t for t in tokens},
+                pending={p.name: p for p in pending},
+                retired={t.uid: t for t in retired},
+            )
+        except (KeyError, TypeError, ValueError, AssertionError) as exc:
+            raise StateError(
+                f"{source}: state file is corrupt ({type(exc).__name__}: {exc}); restore it from "
+                f"{source}.backup or your backend's history. The file was not changed."
+            ) from None
