@@ -22,7 +22,7 @@ NAME_RULE = (
     "ending with a letter or digit, at most 63 characters"
 )
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
+DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
 _UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 
 
@@ -40,7 +40,7 @@ def as_utc(moment: datetime) -> datetime:
 
 def parse_duration(text: str) -> timedelta:
     """Parse '12h', '90d' or '2w'. Raises ValueError with the accepted forms."""
-    match = _DURATION.match(text)
+    match = DURATION_PATTERN.match(text)
     if not match or int(match.group(1)) == 0:
         raise ValueError(
             f"{text!r} is not a duration: use a positive whole number of hours, days or "
@@ -106,7 +106,7 @@ class Expiry:
         text = value.strip()
         if text == "never":
             return cls.never()
-        if _DURATION.match(text):
+        if DURATION_PATTERN.match(text):
             return cls("duration", duration=parse_duration(text))
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))

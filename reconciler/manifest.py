@@ -1,0 +1,530 @@
+"""Load and validate YAML token manifests into TokenSpecs, reporting every problem by line."""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+)
+
+from reconciler.errors import ManifestError, Problem
+from reconciler.spec import (
+    DURATION_PATTERN,
+    NAME_PATTERN,
+    NAME_RULE,
+    SCOPES,
+    Expiry,
+    TokenSpec,
+    format_duration,
+    parse_duration,
+)
+from reconciler.yamlload import YList, YMap, load_yaml
+
+# Real manifests are a few KiB; the cap keeps a stray or hostile file from eating memory.
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+_SCOPE_LIST = ", ".join(SCOPES)
+_EXPIRES_FORMS = (
+    "never, a duration (12h, 90d, 2w), a date (2027-01-31) or an ISO datetime "
+    "(2027-01-31T12:00:00Z; UTC when no zone)"
+)
+
+
+def _check_scope(value: str) -> str:
+    if value not in SCOPES:
+        close = difflib.get_close_matches(value.lower(), SCOPES, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown scope {value!r}: {hint}valid scopes are {_SCOPE_LIST}")
+    return value
+
+
+def _parse_expires(value: object) -> Expiry:
+    if isinstance(value, bool):
+        # YAML 1.1 reads `no`/`off` as false; Expiry.parse would only say "not bool".
+        raise ValueError(f"expires must be {_EXPIRES_FORMS}, not a boolean ({value})")
+    return Expiry.parse(value)
+
+
+def _parse_rotate_before(value: object) -> timedelta | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(
+            f"rotate_before must be a duration such as 12h, 14d or 2w, not {_kind(value)}"
+        )
+    return parse_duration(value)
+
+
+Scope = Annotated[
+    str,
+    AfterValidator(_check_scope),
+    WithJsonSchema({"type": "string", "enum": list(SCOPES)}),
+]
+
+_DURATION_SCHEMA = {"type": "string", "pattern": DURATION_PATTERN.pattern}
+
+ExpiresField = Annotated[
+    Expiry,
+    PlainValidator(_parse_expires),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"const": "never"},
+                _DURATION_SCHEMA,
+                {"type": "string", "format": "date"},
+                {"type": "string", "format": "date-time"},
+                {"type": "null"},
+            ],
+            "default": "never",
+        }
+    ),
+]
+
+RotateBeforeField = Annotated[
+    timedelta | None,
+    PlainValidator(_parse_rotate_before),
+    WithJsonSchema({"anyOf": [_DURATION_SCHEMA, {"type": "null"}], "default": None}),
+]
+
+
+class TokenEntry(BaseModel):
+    """One `tokens:` item as written in a manifest."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="Token")
+
+    name: str = Field(
+        pattern=NAME_PATTERN.pattern,
+        description=f"Unique name of the token across all manifests: {NAME_RULE}.",
+    )
+    description: str = Field(default="", description="Free text shown in BentoCloud.")
+    scopes: list[Scope] = Field(
+        min_length=1,
+        description=(
+            "What the token may do; order and duplicates do not matter. "
+            f"One or more of: {_SCOPE_LIST}."
+        ),
+    )
+    expires: ExpiresField = Field(
+        default_factory=Expiry.never,
+        description=(
+            f"When the token expires: {_EXPIRES_FORMS}. A duration is a policy: new tokens "
+            "get now + duration."
+        ),
+    )
+    rotate_before: RotateBeforeField = Field(
+        default=None,
+        description=(
+            "Replace the token when less than this duration (12h, 14d, 2w) remains before "
+            "it expires. Needs expires."
+        ),
+    )
+
+    def to_spec(self) -> TokenSpec:
+        return TokenSpec(
+            name=self.name,
+            description=self.description,
+            scopes=frozenset(self.scopes),
+            expires=self.expires,
+            rotate_before=self.rotate_before,
+        )
+
+
+class ManifestFile(BaseModel):
+    """A whole manifest file: a mapping with one key, `tokens`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        title="reconciler manifest",
+        json_schema_extra={
+            "description": "BentoCloud API tokens declared for reconciler (one file of many)."
+        },
+    )
+
+    tokens: list[TokenEntry] | None = Field(
+        description="The tokens this file declares (names are unique across all files).",
+    )
+
+
+_TOKEN_KEYS = tuple(TokenEntry.model_fields)
+_FILE_KEYS = tuple(ManifestFile.model_fields)
+
+
+@dataclass(frozen=True)
+class Manifests:
+    """Everything the manifests declare, plus what is needed to tell whether they changed."""
+
+    tokens: dict[str, TokenSpec] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    digest: str = hashlib.sha256().hexdigest()
+    locations: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    """The JSON Schema of one manifest file, generated from the validating models."""
+    schema = ManifestFile.model_json_schema()
+    return {"$schema": JSON_SCHEMA_DIALECT, **schema}
+
+
+def render_json_schema() -> str:
+    """manifest_json_schema() as the exact text of schema/manifest.schema.json."""
+    return json.dumps(manifest_json_schema(), indent=2) + "\n"
+
+
+def load_manifests(paths: Sequence[str | Path]) -> Manifests:
+    """Read manifest files and directories (recursively, *.yaml/*.yml, sorted).
+
+    Raises ManifestError listing every problem in every file; returns the tokens sorted by
+    name otherwise. Hidden files and directories inside a directory are skipped.
+    """
+    problems: list[Problem] = []
+    files = _collect_files(paths, problems)
+    digest = hashlib.sha256()
+    entries: list[tuple[str, int, YMap, TokenEntry | None]] = []
+    for display, path in files:
+        data = _read(path, display, problems)
+        if data is None:
+            continue
+        encoded = display.encode("utf-8", "surrogateescape")
+        # Length prefixes keep (path, bytes) pairs from running into each other.
+        digest.update(len(encoded).to_bytes(8, "big") + encoded)
+        digest.update(len(data).to_bytes(8, "big") + data)
+        text = _decode(data, display, problems)
+        if text is None:
+            continue
+        root, found = load_yaml(text, display)
+        problems.extend(found)
+        if found and root is None:
+            continue
+        entries.extend(_validate(root, display, problems))
+
+    first: dict[str, tuple[str, int]] = {}
+    for display, line, raw, _entry in entries:
+        name = raw.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            where = first[name]
+            problems.append(
+                Problem(
+                    display,
+                    line,
+                    f"duplicate token name {name!r}, also declared at {where[0]}:{where[1]}: "
+                    "names are unique across all manifests; rename or remove one",
+                )
+            )
+        else:
+            first[name] = (display, line)
+
+    if problems:
+        order = {display: index for index, (display, _path) in enumerate(files)}
+        problems.sort(key=lambda p: (order.get(p.file, -1), p.line or 0))
+        raise ManifestError(problems)
+
+    specs = sorted(
+        (entry.to_spec() for _d, _l, _r, entry in entries if entry is not None),
+        key=lambda spec: spec.name,
+    )
+    return Manifests(
+        tokens={spec.name: spec for spec in specs},
+        files=[path for _display, path in files],
+        digest=digest.hexdigest(),
+        locations={name: first[name] for name in sorted(first)},
+    )
+
+
+def _collect_files(paths: Sequence[str | Path], problems: list[Problem]) -> list[tuple[str, Path]]:
+    """(display name, path) of every manifest file, each read once, in a stable order."""
+    found: list[tuple[str, Path]] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            candidates = _walk(path)
+        elif path.is_file():
+            candidates = [path]
+        elif not path.exists():
+            problems.append(Problem(str(path), None, "no such file or directory: check the path"))
+            continue
+        else:
+            problems.append(
+                Problem(str(path), None, "not a regular file or directory: pass a manifest")
+            )
+            continue
+        for candidate in candidates:
+            key = candidate.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append((str(candidate), candidate))
+    return found
+
+
+def _walk(root: Path) -> list[Path]:
+    """Manifest files under root, sorted by relative path; symlinked dirs are not followed."""
+    hits: list[tuple[tuple[str, ...], Path]] = []
+    for current, dirnames, filenames in os.walk(root, followlinks=False):
+        # Dot-directories (.git, .github) hold YAML that is not ours.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        base = Path(current)
+        for name in filenames:
+            if name.startswith(".") or not name.endswith(MANIFEST_SUFFIXES):
+                continue
+            path = base / name
+            if path.is_file():
+                hits.append((path.relative_to(root).parts, path))
+    return [path for _parts, path in sorted(hits)]
+
+
+def _read(path: Path, display: str, problems: list[Problem]) -> bytes | None:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        problems.append(
+            Problem(display, None, f"cannot read the file ({exc.strerror}): check its permissions")
+        )
+        return None
+    if len(data) > MAX_FILE_BYTES:
+        problems.append(
+            Problem(
+                display,
+                None,
+                f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB: split it into "
+                "several manifest files",
+            )
+        )
+        return None
+    return data
+
+
+def _decode(data: bytes, display: str, problems: list[Problem]) -> str | None:
+    body = data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body.count(b"\n", 0, exc.start) + 1
+        problems.append(
+            Problem(
+                display,
+                line,
+                f"not UTF-8 text (byte 0x{body[exc.start]:02x}): save the file as UTF-8",
+            )
+        )
+        return None
+
+
+def _validate(
+    root: Any, display: str, problems: list[Problem]
+) -> list[tuple[str, int, YMap, TokenEntry | None]]:
+    """Validate one file's tokens; returns (file, line, raw entry, model or None) per token."""
+    if root is None:
+        return []
+    model: ManifestFile | None = None
+    try:
+        model = ManifestFile.model_validate(root)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        # A misspelt required key (`scope:`) is one mistake: the unknown-key message already
+        # suggests the right spelling, so the "missing" error for it would only be noise.
+        suggested = {
+            (*error["loc"][:-1], hint)
+            for error in errors
+            if error["type"] == "extra_forbidden"
+            for hint in _closest_key(str(error["loc"][-1]), len(error["loc"]) <= 1)
+        }
+        for error in errors:
+            if error["type"] == "missing" and tuple(error["loc"]) in suggested:
+                continue
+            problems.append(_problem_for(error, root, display))
+    except RecursionError:
+        problems.append(Problem(display, None, "document is nested too deeply: flatten it"))
+        return []
+    raw_tokens = root.get("tokens") if isinstance(root, YMap) else None
+    if not isinstance(raw_tokens, YList):
+        return []
+    models = model.tokens if model is not None and model.tokens is not None else None
+    out: list[tuple[str, int, YMap, TokenEntry | None]] = []
+    for index, raw in enumerate(raw_tokens):
+        if not isinstance(raw, YMap):
+            continue
+        line = raw_tokens.item_lines[index]
+        entry = models[index] if models is not None else None
+        _cross_check(raw, entry, display, problems)
+        out.append((display, line, raw, entry))
+    return out
+
+
+def _cross_check(
+    raw: YMap, entry: TokenEntry | None, display: str, problems: list[Problem]
+) -> None:
+    """Rules that involve two keys; checked on the raw entry when the file has other errors,
+    so these show up in the same run."""
+    rotate_raw = raw.get("rotate_before")
+    if rotate_raw is None:
+        return
+    try:
+        expires = entry.expires if entry is not None else _parse_expires(raw.get("expires"))
+        rotate = entry.rotate_before if entry is not None else _parse_rotate_before(rotate_raw)
+    except ValueError:
+        return
+    line = raw.key_lines["rotate_before"]
+    name = raw.get("name")
+    where = f"token {name!r}: " if isinstance(name, str) else ""
+    if expires.kind == "never":
+        problems.append(
+            Problem(
+                display,
+                line,
+                f"{where}rotate_before needs expires: a token that never expires is never rotated; "
+                "add `expires:` (such as expires: 90d) or remove rotate_before",
+            )
+        )
+        return
+    if expires.duration is not None and rotate is not None and rotate >= expires.duration:
+        problems.append(
+            Problem(
+                display,
+                line,
+                f"{where}rotate_before ({format_duration(rotate)}) must be shorter than expires "
+                f"({format_duration(expires.duration)}), or every new token would be due for "
+                "rotation at once: shorten rotate_before or lengthen expires",
+            )
+        )
+
+
+def _locate(root: Any, loc: tuple[int | str, ...]) -> int:
+    """The line of the deepest key or item on loc's path that exists in the YAML."""
+    node = root
+    line: int = getattr(root, "line", 1)
+    for part in loc:
+        if isinstance(node, YMap) and isinstance(part, str) and part in node:
+            line = node.key_lines[part]
+            node = node[part]
+        elif isinstance(node, YList) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.item_lines[part]
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _closest_key(key: str, top_level: bool) -> list[str]:
+    """The valid key a misspelt one most likely meant (empty when nothing is close)."""
+    return difflib.get_close_matches(key, _FILE_KEYS if top_level else _TOKEN_KEYS, 1, 0.6)
+
+
+def _kind(value: object) -> str:
+    """How YAML users would name the type of a value."""
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__} ({value})"
+
+
+def _suggest_name(name: str) -> str | None:
+    text = re.sub(r"[^a-z0-9-]+", "-", name.lower())
+    text = re.sub(r"-+", "-", text).lstrip("-0123456789")[:63].rstrip("-")
+    return text if text and NAME_PATTERN.match(text) else None
+
+
+def _problem_for(error: Any, root: Any, display: str) -> Problem:
+    """Turn one pydantic error into a Problem at the offending line, with a fix."""
+    loc: tuple[int | str, ...] = tuple(error["loc"])
+    kind: str = error["type"]
+    value = error.get("input")
+    line = _locate(root, loc)
+    top_level = len(loc) <= 1
+    where = ""
+    if len(loc) >= 2 and loc[0] == "tokens" and isinstance(loc[1], int):
+        raw_tokens = root.get("tokens") if isinstance(root, YMap) else None
+        if isinstance(raw_tokens, YList) and loc[1] < len(raw_tokens):
+            entry = raw_tokens[loc[1]]
+            name_ok = loc[2:] != ("name",)
+            if name_ok and isinstance(entry, YMap) and isinstance(entry.get("name"), str):
+                where = f"token {entry['name']!r}: "
+    field_name = next((str(part) for part in reversed(loc) if isinstance(part, str)), "value")
+
+    if kind == "extra_forbidden":
+        valid = _FILE_KEYS if top_level else _TOKEN_KEYS
+        close = _closest_key(str(loc[-1]), top_level)
+        fix = f"did you mean {close[0]!r}?" if close else "remove it;"
+        message = f"unknown key {loc[-1]!r}: {fix} valid keys are {', '.join(valid)}"
+    elif kind == "missing":
+        if top_level:
+            message = (
+                "missing the `tokens:` key: a manifest is a mapping with one key, `tokens:`, "
+                "holding a list of tokens"
+            )
+        elif field_name == "scopes":
+            message = f"missing `scopes:`: add one or more of {_SCOPE_LIST}, such as scopes: [api]"
+        else:
+            message = f"missing `{field_name}:`: add it, such as name: my-token"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        if not loc:
+            message = (
+                f"the file must be a mapping with one key, `tokens:`, not {_kind(value)}: "
+                "start it with `tokens:` followed by a list of tokens"
+            )
+        else:
+            message = (
+                f"each item of `tokens:` must be a mapping, not {_kind(value)}: write it as "
+                "`- name: my-token` with `scopes: [api]` on the next line"
+            )
+    elif kind == "string_type":
+        if isinstance(loc[-1], int):
+            message = f"a scope must be a string, not {_kind(value)}: use one of {_SCOPE_LIST}"
+        elif value is None:
+            message = f"{field_name} is empty: give it a value or remove the key"
+        else:
+            message = (
+                f"{field_name} must be a string, not {_kind(value)}: quote it, such as "
+                f'{field_name}: "{value}"'
+            )
+    elif kind == "list_type":
+        example = f"[{value}]" if isinstance(value, str) else "[api]"
+        if field_name == "tokens":
+            example = "followed by lines starting with `- name:`"
+        message = f"{field_name} must be a list, not {_kind(value)}: write {field_name}: {example}"
+    elif kind == "too_short" and field_name == "scopes":
+        message = (
+            f"scopes is empty: a token needs at least one scope, such as scopes: [api] "
+            f"(valid scopes are {_SCOPE_LIST})"
+        )
+    elif kind == "string_pattern_mismatch" and field_name == "name":
+        suggestion = _suggest_name(str(value))
+        hint = f"; such as {suggestion!r}" if suggestion else ""
+        message = f"invalid name {value!r}: a name must be {NAME_RULE}{hint}"
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"])
+    else:
+        message = f"{field_name}: {error['msg']}"
+    return Problem(display, line, where + message)

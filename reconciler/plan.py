@@ -1,0 +1,267 @@
+"""The plan as data: actions with reasons, conflicts, the safety check, and saved-plan I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from reconciler.errors import PlanError
+from reconciler.spec import TokenSpec, as_utc, format_time
+
+FORMAT_VERSION = 1
+
+ActionKind = Literal["create", "replace", "delete", "adopt", "forget"]
+
+# Within one name, a delete (e.g. of an orphan left by an interrupted create) sorts before
+# the create that takes its place, so reading a plan top to bottom follows apply order.
+KINDS: tuple[ActionKind, ...] = ("delete", "forget", "adopt", "replace", "create")
+_KIND_ORDER = {kind: index for index, kind in enumerate(KINDS)}
+
+DEFAULT_THRESHOLD = 0.3
+# Like octoDNS, the share threshold applies only from this many managed tokens on: removing
+# one of three tokens is a normal edit, not a sign of a broken manifest directory.
+MIN_TOKENS_FOR_THRESHOLD = 10
+
+
+@dataclass(frozen=True)
+class Action:
+    """One change: what to do (``kind``) to which token, and why (``reasons``).
+
+    - ``create``: make a token from ``spec``; ``uid`` is None.
+    - ``replace``: create a token from ``spec``, then delete ``uid`` (no update endpoint).
+    - ``delete``: delete ``uid``.
+    - ``adopt``: record the unowned ``uid`` in state as matching ``spec``; no API call.
+    - ``forget``: drop the owned ``uid``, already gone from live and from the manifests,
+      from state; no API call.
+
+    ``before`` is a view of the live token (None for create); ``after`` is a view of the
+    desired spec (None for delete and forget). ``routine`` marks housekeeping that the
+    safety threshold ignores: a replace caused only by expiry or rotation, or the delete of
+    a token left behind by an interrupted create.
+    """
+
+    kind: ActionKind
+    name: str
+    uid: str | None
+    spec: TokenSpec | None
+    reasons: tuple[str, ...]
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    routine: bool = False
+
+    @property
+    def destructive(self) -> bool:
+        """Whether this action counts toward the safety threshold (see Plan.check)."""
+        return self.kind in ("delete", "replace") and not self.routine
+
+    def sort_key(self) -> tuple[str, int, str]:
+        return (self.name, _KIND_ORDER[self.kind], self.uid or "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "spec": self.spec.to_dict() if self.spec is not None else None,
+            "reasons": list(self.reasons),
+            "before": self.before,
+            "after": self.after,
+            "routine": self.routine,
+            "destructive": self.destructive,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Action:
+        kind = str(data["kind"])
+        if kind not in _KIND_ORDER:
+            raise ValueError(f"unknown action kind {kind!r}")
+        spec = data.get("spec")
+        uid = data.get("uid")
+        return cls(
+            kind=kind,
+            name=str(data["name"]),
+            uid=str(uid) if uid is not None else None,
+            spec=TokenSpec.from_dict(dict(spec)) if spec is not None else None,
+            reasons=tuple(str(r) for r in data["reasons"]),
+            before=dict(data["before"]) if data.get("before") is not None else None,
+            after=dict(data["after"]) if data.get("after") is not None else None,
+            routine=bool(data.get("routine", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A declared name held by a token reconciler does not own and cannot adopt as is."""
+
+    name: str
+    uid: str
+    reason: str
+    fix: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "uid": self.uid, "reason": self.reason, "fix": self.fix}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Conflict:
+        return cls(
+            name=str(data["name"]),
+            uid=str(data["uid"]),
+            reason=str(data["reason"]),
+            fix=str(data["fix"]),
+        )
+
+
+def _sorted_actions(actions: Iterable[Action]) -> tuple[Action, ...]:
+    return tuple(sorted(actions, key=Action.sort_key))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A finished plan. Pure data: no I/O, no secrets (so a saved plan is safe to upload).
+
+    ``owned_count`` is how many state tokens were found live; ``desired_count`` how many
+    tokens the manifests declare; ``unchanged`` how many owned tokens already match;
+    ``unmanaged`` how many live tokens are neither owned nor acted on. ``state_lineage``,
+    ``state_serial`` and ``live_digest`` identify what the plan was made from, so that
+    applying a saved plan can refuse it when state or live tokens moved since.
+    """
+
+    actions: tuple[Action, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    unchanged: int = 0
+    unmanaged: int = 0
+    owned_count: int = 0
+    desired_count: int = 0
+    created_at: datetime | None = None
+    state_lineage: str | None = None
+    state_serial: int | None = None
+    live_digest: str | None = None
+    threshold_base: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        # Deterministic order whatever the caller passed: saved plans and diffs of rendered
+        # plans stay stable between runs.
+        object.__setattr__(self, "actions", _sorted_actions(self.actions))
+        object.__setattr__(
+            self, "conflicts", tuple(sorted(self.conflicts, key=lambda c: (c.name, c.uid)))
+        )
+        if self.threshold_base < self.owned_count:
+            object.__setattr__(self, "threshold_base", self.owned_count)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions)
+
+    def summary(self) -> dict[str, int]:
+        """How many actions of each kind (every kind present, zeros included)."""
+        counts = dict.fromkeys(("create", "replace", "delete", "adopt", "forget"), 0)
+        for action in self.actions:
+            counts[action.kind] += 1
+        return counts
+
+    def check(self, threshold: float = DEFAULT_THRESHOLD, *, force: bool = False) -> None:
+        """Raise PlanError when this plan must not be applied.
+
+        Conflicts always block (``force`` does not override them: resolving one needs a
+        decision only the user can make). Unless ``force``, a plan is also refused when
+        its destructive actions (deletes and replaces, see Action.destructive) exceed
+        ``threshold`` of the tokens it manages, or when the manifests declare no token at
+        all and anything would be deleted (an empty or mis-pointed manifest directory).
+
+        Decision: replaces caused only by expiry or by ``rotate_before`` do not count, nor
+        do deletes of tokens left by an interrupted create. Tokens created together expire
+        together, and a nightly rotation of many of them must not be refused every night;
+        the threshold guards against manifest mistakes, which show up as spec-change
+        replaces and deletes. The base is ``owned_count``, plus with ``--prune`` the
+        unowned tokens it would delete, since --prune claims those too.
+        """
+        if self.conflicts:
+            count = len(self.conflicts)
+            lines = [
+                f"{count} conflict{'s' if count != 1 else ''} must be resolved before this "
+                "plan can be applied:"
+            ]
+            for conflict in self.conflicts:
+                lines.append(f"  {conflict.name} ({conflict.uid}): {conflict.reason}")
+                lines.append(f"    fix: {conflict.fix}")
+            raise PlanError("\n".join(lines))
+        if force:
+            return
+        destructive = [a for a in self.actions if a.destructive]
+        if not destructive:
+            return
+        if self.desired_count == 0 and any(a.kind == "delete" for a in destructive):
+            deletes = sum(1 for a in destructive if a.kind == "delete")
+            raise PlanError(
+                f"refusing to apply: the manifests declare no token at all and the plan would "
+                f"delete {deletes} token{'s' if deletes != 1 else ''}. If that is really "
+                "intended, re-run with --force."
+            )
+        base = self.threshold_base
+        if base >= MIN_TOKENS_FOR_THRESHOLD and len(destructive) > threshold * base:
+            share = f" ({len(destructive) / base:.0%})" if base else ""
+            raise PlanError(
+                f"refusing to apply: the plan would delete or replace {len(destructive)} of "
+                f"{base} managed token{'s' if base != 1 else ''}{share}, above the safety "
+                f"threshold of {threshold:.0%}. Check the manifests; if the plan is right, "
+                "re-run with --force."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The saved-plan and JSON-output document (see reconciler.render.render_json)."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "created_at": format_time(self.created_at) if self.created_at else None,
+            "state": {"lineage": self.state_lineage, "serial": self.state_serial},
+            "live_digest": self.live_digest,
+            "summary": {
+                **self.summary(),
+                "unchanged": self.unchanged,
+                "unmanaged": self.unmanaged,
+                "conflicts": len(self.conflicts),
+            },
+            "owned_count": self.owned_count,
+            "desired_count": self.desired_count,
+            "threshold_base": self.threshold_base,
+            "actions": [action.to_dict() for action in self.actions],
+            "conflicts": [conflict.to_dict() for conflict in self.conflicts],
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, *, source: str = "plan") -> Plan:
+        """Read a saved plan; anything malformed or too new is a PlanError naming source."""
+        if not isinstance(data, dict) or not isinstance(data.get("format_version"), int):
+            raise PlanError(f"{source}: not a reconciler plan (no format_version)")
+        version = data["format_version"]
+        if version > FORMAT_VERSION:
+            raise PlanError(
+                f"{source}: plan format {version} is newer than this reconciler understands "
+                f"({FORMAT_VERSION}); upgrade reconciler or make the plan again"
+            )
+        try:
+            created = data.get("created_at")
+            state = data.get("state") or {}
+            serial = state.get("serial")
+            return cls(
+                actions=tuple(Action.from_dict(item) for item in data["actions"]),
+                conflicts=tuple(Conflict.from_dict(item) for item in data["conflicts"]),
+                unchanged=int(data["summary"]["unchanged"]),
+                unmanaged=int(data["summary"]["unmanaged"]),
+                owned_count=int(data["owned_count"]),
+                desired_count=int(data["desired_count"]),
+                created_at=(
+                    as_utc(datetime.fromisoformat(str(created).replace("Z", "+00:00")))
+                    if created
+                    else None
+                ),
+                state_lineage=state.get("lineage"),
+                state_serial=int(serial) if serial is not None else None,
+                live_digest=data.get("live_digest"),
+                threshold_base=int(data.get("threshold_base", 0)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PlanError(
+                f"{source}: plan file is corrupt ({type(exc).__name__}: {exc}); make the plan again"
+            ) from None

@@ -1,0 +1,435 @@
+"""The planner: a pure function from desired specs, live tokens and state to a Plan."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from reconciler.plan import Action, Conflict, Plan
+from reconciler.spec import TokenSpec, as_utc, format_duration, format_time, humanize
+from reconciler.state import OwnedToken, State
+from reconciler.token import ApiToken
+
+# A create's token may carry a created_at slightly before our recorded start when the
+# server's clock lags ours; a token much older than the start cannot be the one we sent.
+ORPHAN_CLOCK_SKEW = timedelta(minutes=2)
+
+REASON_NEW = "declared in manifests, does not exist yet"
+REASON_NEW_AFTER_ORPHAN = "declared in manifests; an earlier create of it was interrupted"
+REASON_DELETED_OUTSIDE = "deleted outside reconciler"
+REASON_REMOVED = "removed from manifests"
+REASON_FORGET = "deleted outside reconciler and removed from manifests"
+REASON_PRUNE = "not declared (--prune)"
+REASON_PRUNE_DUPLICATE = "not owned, duplicate of a declared token (--prune)"
+REASON_ADOPT = "not owned, matches the manifest"
+REASON_ORPHAN = "left by an interrupted create: its secret was never delivered"
+REASON_EXPIRED = "expired"
+REASON_RETIRED = "old token of an interrupted replacement: its successor is already owned"
+
+
+def _spec_view(spec: TokenSpec) -> dict[str, Any]:
+    return {
+        "description": spec.description,
+        "scopes": sorted(spec.scopes),
+        "expires": spec.expires.text(),
+        "rotate_before": (
+            format_duration(spec.rotate_before) if spec.rotate_before is not None else None
+        ),
+    }
+
+
+def _time_text(moment: datetime | None) -> str | None:
+    return format_time(moment) if moment is not None else None
+
+
+def _live_view(token: ApiToken) -> dict[str, Any]:
+    return {
+        "description": token.description,
+        "scopes": sorted(set(token.scopes)),
+        "expired_at": _time_text(token.expired_at),
+        "created_at": _time_text(token.created_at),
+    }
+
+
+def _recorded_view(owned: OwnedToken) -> dict[str, Any]:
+    return {
+        "description": owned.spec.description,
+        "scopes": sorted(owned.spec.scopes),
+        "expired_at": _time_text(owned.expired_at),
+        "created_at": _time_text(owned.created_at),
+    }
+
+
+def _is_expired(token: ApiToken, now: datetime) -> bool:
+    return token.is_expired or (token.expired_at is not None and token.expired_at <= now)
+
+
+def _lifetime_reason(spec: TokenSpec, token: ApiToken, now: datetime) -> str | None:
+    """'expired' or 'rotation due: ...' when a fresh token would fix it, else None.
+
+    A replacement only helps when the new token would itself be valid and outside
+    rotate_before; otherwise (a fixed date already past or near, or rotate_before not
+    shorter than the duration) every plan would replace the token again, forever.
+    """
+    fresh = spec.expires.expired_at_for_new_token(now)
+    if _is_expired(token, now):
+        if fresh is None or fresh > now:
+            return REASON_EXPIRED
+        return None
+    if spec.rotate_before is None or token.expired_at is None:
+        return None
+    remaining = token.expired_at - now
+    if remaining >= spec.rotate_before:
+        return None
+    if fresh is not None and fresh - now < spec.rotate_before:
+        return None
+    return (
+        f"rotation due: expires in {humanize(remaining)} < rotate_before "
+        f"{humanize(spec.rotate_before)}"
+    )
+
+
+class _Comparison:
+    """Compares desired specs with live tokens: plain equality for all, deepdiff for the
+    few that differ, batched in a single DeepDiff call (it is costly per call)."""
+
+    def __init__(self) -> None:
+        self._desired: dict[str, dict[str, Any]] = {}
+        self._live: dict[str, dict[str, Any]] = {}
+        self._expiry: dict[str, str] = {}
+
+    def add(self, key: str, spec: TokenSpec, token: ApiToken) -> bool:
+        """Register a pair under ``key``; True when they already match."""
+        expiry = spec.expires.mismatch(token.created_at, token.expired_at)
+        desired = {"description": spec.description, "scopes": set(spec.scopes)}
+        live = {"description": token.description, "scopes": set(token.scopes)}
+        if expiry is None and desired == live:
+            return True
+        self._desired[key] = desired
+        self._live[key] = live
+        if expiry is not None:
+            self._expiry[key] = expiry
+        return False
+
+    def reasons(self) -> dict[str, list[str]]:
+        """Human reasons for every registered pair that differs, by key."""
+        added: dict[str, list[str]] = defaultdict(list)
+        removed: dict[str, list[str]] = defaultdict(list)
+        described: set[str] = set()
+        if self._desired:
+            diff = DeepDiff(self._live, self._desired, ignore_order=True, view="tree")
+            for report, items in diff.items():
+                for item in items:
+                    path = item.path(output_format="list")
+                    key, attribute = str(path[0]), str(path[1])
+                    if attribute == "description":
+                        described.add(key)
+                    elif report == "set_item_added":
+                        added[key].append(str(item.t2))
+                    elif report == "set_item_removed":
+                        removed[key].append(str(item.t1))
+        result: dict[str, list[str]] = {}
+        for key in self._desired.keys() | self._expiry.keys():
+            reasons: list[str] = []
+            if key in added or key in removed:
+                change = [f"+{s}" for s in sorted(added.get(key, ()))]
+                change += [f"-{s}" for s in sorted(removed.get(key, ()))]
+                reasons.append("scopes changed: " + " ".join(change))
+            if key in described:
+                reasons.append("description changed")
+            if key in self._expiry:
+                reasons.append(self._expiry[key])
+            result[key] = reasons
+        return result
+
+
+def _conflict_fix(name: str, uid: str) -> str:
+    return (
+        f"adopt it with `reconciler import {name} {uid}` (the next plan then replaces it to "
+        f"match the manifest), rename {name} in the manifests, or delete the token by hand"
+    )
+
+
+def _ambiguous_fix(name: str, uid: str) -> str:
+    return (
+        f"keep one: adopt it with `reconciler import {name} {uid}` and delete the others by "
+        f"hand, or rename {name} in the manifests"
+    )
+
+
+def _stamp(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
+
+
+def _live_digest(live: Sequence[ApiToken]) -> str:
+    """A fingerprint of everything about the live tokens that planning looks at."""
+    rows = sorted(
+        (
+            t.uid,
+            t.name,
+            t.description,
+            sorted(set(t.scopes)),
+            _stamp(t.created_at),
+            _stamp(t.expired_at),
+            t.is_expired,
+        )
+        for t in live
+    )
+    return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
+
+
+def build_plan(
+    desired: Mapping[str, TokenSpec],
+    live: Sequence[ApiToken],
+    state: State,
+    *,
+    now: datetime,
+    prune: bool = False,
+) -> Plan:
+    """Decide what to do, following DESIGN.md's ownership table. Pure: no I/O, no clock.
+
+    ``desired`` maps name to spec; ``live`` is every token the credentials can list;
+    ``state`` says which of them reconciler owns; ``now`` is the moment expiry and
+    rotation are judged against. Never deletes or replaces a token it does not own, except
+    an orphan of an interrupted create (state.pending) and, with ``prune``, any unowned
+    token not declared (or duplicating a declared name that is owned).
+    """
+    now = as_utc(now)
+    present = [t for t in live if t.deleted_at is None]
+    by_uid = {t.uid: t for t in present}
+    owned_uids = {owned.uid for owned in state.tokens.values()} | set(state.retired)
+
+    unowned: dict[str, list[ApiToken]] = defaultdict(list)
+    for token in present:
+        if token.uid not in owned_uids:
+            unowned[token.name].append(token)
+
+    actions: list[Action] = []
+    conflicts: list[Conflict] = []
+    unchanged = 0
+    unmanaged = 0
+    pruned = 0
+
+    # Orphans of interrupted creates go first: they are never adopted, and once they are
+    # set aside the name is planned as if they did not exist.
+    orphaned_names: set[str] = set()
+    for name, pending in state.pending.items():
+        candidates = unowned.get(name)
+        if not candidates:
+            continue
+        cutoff = pending.started_at - ORPHAN_CLOCK_SKEW
+        orphans = [t for t in candidates if t.created_at is not None and t.created_at >= cutoff]
+        if not orphans:
+            continue
+        orphaned_names.add(name)
+        orphan_uids = {t.uid for t in orphans}
+        unowned[name] = [t for t in candidates if t.uid not in orphan_uids]
+        for token in orphans:
+            actions.append(
+                Action(
+                    kind="delete",
+                    name=name,
+                    uid=token.uid,
+                    spec=None,
+                    reasons=(REASON_ORPHAN,),
+                    before=_live_view(token),
+                    routine=True,
+                )
+            )
+
+    # The old half of a replacement that was interrupted before its delete: finish it.
+    for uid, retired in state.retired.items():
+        current = by_uid.get(uid)
+        actions.append(
+            Action(
+                kind="delete" if current is not None else "forget",
+                name=retired.name,
+                uid=uid,
+                spec=None,
+                reasons=(REASON_RETIRED,),
+                before=_live_view(current) if current is not None else _recorded_view(retired),
+                routine=True,
+            )
+        )
+
+    comparison = _Comparison()
+    compared: dict[str, tuple[str, TokenSpec, ApiToken]] = {}
+    # Owned names whose token is gone while an unowned one of that name exists.
+    displaced: set[str] = set()
+    owned_count = 0
+
+    for name, owned in state.tokens.items():
+        current = by_uid.get(owned.uid)
+        spec = desired.get(name)
+        if current is not None:
+            owned_count += 1
+            if spec is None:
+                actions.append(
+                    Action(
+                        kind="delete",
+                        name=name,
+                        uid=current.uid,
+                        spec=None,
+                        reasons=(REASON_REMOVED,),
+                        before=_live_view(current),
+                    )
+                )
+            else:
+                compared[name] = ("replace", spec, current)
+                comparison.add(name, spec, current)
+            # Same-named unowned tokens beside an owned one are someone else's business,
+            # unless --prune claims everything.
+            for other in unowned.pop(name, []):
+                if prune:
+                    pruned += 1
+                    reason = REASON_PRUNE if spec is None else REASON_PRUNE_DUPLICATE
+                    actions.append(_prune_delete(other, reason))
+                else:
+                    unmanaged += 1
+        elif spec is None:
+            actions.append(
+                Action(
+                    kind="forget",
+                    name=name,
+                    uid=owned.uid,
+                    spec=None,
+                    reasons=(REASON_FORGET,),
+                    before=_recorded_view(owned),
+                )
+            )
+        elif not unowned.get(name):
+            actions.append(
+                Action(
+                    kind="create",
+                    name=name,
+                    uid=None,
+                    spec=spec,
+                    reasons=(REASON_DELETED_OUTSIDE,),
+                    after=_spec_view(spec),
+                )
+            )
+        else:
+            # The owned token is gone but another of that name exists: it is judged like
+            # any unowned token (adopt or conflict) rather than duplicated by a create.
+            displaced.add(name)
+
+    for name, spec in desired.items():
+        if name in state.tokens and name not in displaced:
+            continue
+        candidates = unowned.pop(name, [])
+        if not candidates:
+            reason = REASON_NEW_AFTER_ORPHAN if name in orphaned_names else REASON_NEW
+            actions.append(
+                Action(
+                    kind="create",
+                    name=name,
+                    uid=None,
+                    spec=spec,
+                    reasons=(reason,),
+                    after=_spec_view(spec),
+                )
+            )
+        elif len(candidates) > 1:
+            uids = ", ".join(sorted(t.uid for t in candidates))
+            for token in candidates:
+                conflicts.append(
+                    Conflict(
+                        name=name,
+                        uid=token.uid,
+                        reason=(
+                            f"{len(candidates)} tokens not owned by reconciler are named "
+                            f"{name} ({uids}); reconciler cannot tell which to adopt"
+                        ),
+                        fix=_ambiguous_fix(name, token.uid),
+                    )
+                )
+        else:
+            compared[name] = ("adopt", spec, candidates[0])
+            comparison.add(name, spec, candidates[0])
+
+    reasons_by_name = comparison.reasons()
+    for name, (role, spec, token) in compared.items():
+        differences = reasons_by_name.get(name, [])
+        lifetime = _lifetime_reason(spec, token, now)
+        if role == "replace":
+            if not differences and lifetime is None:
+                unchanged += 1
+                continue
+            actions.append(
+                Action(
+                    kind="replace",
+                    name=name,
+                    uid=token.uid,
+                    spec=spec,
+                    reasons=(*differences, *([lifetime] if lifetime else [])),
+                    before=_live_view(token),
+                    after=_spec_view(spec),
+                    routine=not differences,
+                )
+            )
+        elif differences:
+            conflicts.append(
+                Conflict(
+                    name=name,
+                    uid=token.uid,
+                    reason="not owned by reconciler and differs from the manifest: "
+                    + "; ".join(differences),
+                    fix=_conflict_fix(name, token.uid),
+                )
+            )
+        else:
+            reasons = [REASON_ADOPT]
+            if name in displaced:
+                reasons.insert(0, f"the owned token was {REASON_DELETED_OUTSIDE}")
+            if lifetime is not None:
+                reasons.append(f"{lifetime}: the next plan will replace it")
+            actions.append(
+                Action(
+                    kind="adopt",
+                    name=name,
+                    uid=token.uid,
+                    spec=spec,
+                    reasons=tuple(reasons),
+                    before=_live_view(token),
+                    after=_spec_view(spec),
+                )
+            )
+
+    for tokens in unowned.values():
+        for token in tokens:
+            if prune:
+                pruned += 1
+                actions.append(_prune_delete(token, REASON_PRUNE))
+            else:
+                unmanaged += 1
+
+    return Plan(
+        actions=tuple(actions),
+        conflicts=tuple(conflicts),
+        unchanged=unchanged,
+        unmanaged=unmanaged,
+        owned_count=owned_count,
+        desired_count=len(desired),
+        created_at=now,
+        state_lineage=state.lineage,
+        state_serial=state.serial,
+        live_digest=_live_digest(present),
+        threshold_base=owned_count + pruned,
+    )
+
+
+def _prune_delete(token: ApiToken, reason: str) -> Action:
+    return Action(
+        kind="delete",
+        name=token.name,
+        uid=token.uid,
+        spec=None,
+        reasons=(reason,),
+        before=_live_view(token),
+    )

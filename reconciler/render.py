@@ -1,0 +1,328 @@
+"""Renderers of a finished Plan: terminal text, Markdown for pull requests, and JSON."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from reconciler.plan import Action, ActionKind, Plan
+from reconciler.spec import Expiry
+
+# Terraform's symbols where Terraform has the concept. "forget" uses ".", as Terraform's
+# own forget action (removed blocks with destroy = false) does; "~" would read as an
+# in-place update, which reconciler never does.
+SYMBOLS: dict[ActionKind, str] = {
+    "create": "+",
+    "delete": "-",
+    "replace": "-/+",
+    "adopt": "=",
+    "forget": ".",
+}
+COLORS: dict[ActionKind, str | None] = {
+    "create": "green",
+    "delete": "red",
+    "replace": "yellow",
+    "adopt": "cyan",
+    "forget": None,
+}
+LEGEND: dict[ActionKind, str] = {
+    "create": "create",
+    "delete": "delete",
+    "replace": "replace (create the new token, then delete the old one)",
+    "adopt": "adopt (record in state; no API call)",
+    "forget": "forget (drop from state; the token is already gone)",
+}
+_SUMMARY_KINDS: tuple[ActionKind, ...] = ("create", "replace", "delete", "adopt")
+# Markdown lists what needs the closest review first.
+_MARKDOWN_ORDER: dict[ActionKind, int] = {
+    "replace": 0,
+    "delete": 1,
+    "create": 2,
+    "adopt": 3,
+    "forget": 4,
+}
+
+
+def _plain(text: str) -> str:
+    """User text made safe for one terminal line: control and format characters (newlines,
+    ANSI escapes, bidi overrides) become visible escapes instead of acting."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char != " " and unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn"):
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _quoted(text: str) -> str:
+    return '"' + _plain(text).replace('"', '\\"') + '"'
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def summary_line(plan: Plan) -> str:
+    """'Plan: 2 to create, ... 40 unchanged, 3 unmanaged.' or the no-changes sentence."""
+    if not plan.actions:
+        text = f"No changes. {_plural(plan.unchanged, 'token')} "
+        text += "matches the manifests." if plan.unchanged == 1 else "match the manifests."
+        if plan.unmanaged:
+            text += f" {plan.unmanaged} unmanaged."
+        return text
+    counts = plan.summary()
+    parts = [f"{counts[kind]} to {kind}" for kind in _SUMMARY_KINDS]
+    if counts["forget"]:
+        parts.append(f"{counts['forget']} to forget")
+    return f"Plan: {', '.join(parts)}. {plan.unchanged} unchanged, {plan.unmanaged} unmanaged."
+
+
+def _expiry_text(value: object) -> str:
+    text = str(value or "never")
+    try:
+        if Expiry.parse(text).kind == "duration":
+            return f"{text} after creation"
+    except ValueError:
+        pass
+    return text
+
+
+def _touches_expiry(action: Action) -> bool:
+    return any(
+        r.startswith(("expiry changed", "rotation due")) or r == "expired" for r in action.reasons
+    )
+
+
+def _changes(action: Action) -> list[tuple[str, str, str]]:
+    """(attribute, before, after) for each attribute a replace changes, as display text."""
+    before, after = action.before or {}, action.after or {}
+    rows: list[tuple[str, str, str]] = []
+    if before.get("description") != after.get("description"):
+        rows.append(
+            (
+                "description",
+                _quoted(str(before.get("description", ""))),
+                _quoted(str(after.get("description", ""))),
+            )
+        )
+    old_scopes, new_scopes = before.get("scopes") or [], after.get("scopes") or []
+    if sorted(old_scopes) != sorted(new_scopes):
+        rows.append(
+            (
+                "scopes",
+                ", ".join(_plain(str(s)) for s in old_scopes) or "(none)",
+                ", ".join(_plain(str(s)) for s in new_scopes) or "(none)",
+            )
+        )
+    if _touches_expiry(action):
+        rows.append(
+            (
+                "expires",
+                _plain(str(before.get("expired_at") or "never")),
+                _expiry_text(after.get("expires")),
+            )
+        )
+    return rows
+
+
+def render_text(plan: Plan, *, color: bool) -> str:
+    """The human plan, Terraform-like: a legend, one line per action with its reasons,
+    the attributes a replace changes, conflicts with their fixes, and a summary line."""
+
+    def style(text: str, **kwargs: Any) -> str:
+        return click.style(text, **kwargs) if color else text
+
+    lines: list[str] = []
+    if plan.actions:
+        used = [kind for kind in SYMBOLS if any(a.kind == kind for a in plan.actions)]
+        lines.append("Actions are shown with these symbols:")
+        for kind in used:
+            symbol = style(f"{SYMBOLS[kind]:>3}", fg=COLORS[kind], bold=True)
+            lines.append(f"  {symbol} {LEGEND[kind]}")
+        lines.append("")
+        lines.append("Reconciler will perform the following actions:")
+        lines.append("")
+        name_width = max(len(_plain(a.name)) for a in plan.actions)
+        uid_width = max(len(_plain(a.uid or "")) for a in plan.actions)
+        for action in plan.actions:
+            head = style(
+                f"{SYMBOLS[action.kind]:<3} {action.kind:<7}", fg=COLORS[action.kind], bold=True
+            )
+            name = _plain(action.name).ljust(name_width)
+            uid = _plain(action.uid or "").ljust(uid_width)
+            reasons = "; ".join(_plain(r) for r in action.reasons)
+            lines.append(f"  {head}  {style(name, bold=True)}  {uid}  {reasons}".rstrip())
+            if action.kind == "replace":
+                changes = _changes(action)
+                width = max((len(attr) for attr, _, _ in changes), default=0)
+                for attr, old, new in changes:
+                    lines.append(
+                        f"        {attr + ':':<{width + 1}} "
+                        f"{style(old, fg='red')} -> {style(new, fg='green')}"
+                    )
+        lines.append("")
+    if plan.conflicts:
+        count = len(plan.conflicts)
+        lines.append(
+            style(
+                f"{_plural(count, 'conflict')}: the plan cannot be applied until "
+                f"{'it is' if count == 1 else 'they are'} resolved.",
+                fg="red",
+                bold=True,
+            )
+        )
+        lines.append("")
+        for conflict in plan.conflicts:
+            mark = style("  !", fg="red", bold=True)
+            lines.append(f"{mark} {_plain(conflict.name)}  {_plain(conflict.uid)}")
+            lines.append(f"      {_plain(conflict.reason)}")
+            lines.append(f"      fix: {_plain(conflict.fix)}")
+        lines.append("")
+    lines.append(style(summary_line(plan), bold=True))
+    return "\n".join(lines) + "\n"
+
+
+_MARKDOWN_ENTITIES = {char: f"&#{ord(char)};" for char in "&<>\"'|`\\*_[]~@#!$"} | {
+    "\n": " ",
+    "\r": " ",
+    "\t": " ",
+}
+
+
+def md(text: str) -> str:
+    """User text made inert in Markdown and HTML, including inside a table cell: every
+    character with a meaning (pipes, backticks, emphasis, links, tags, @mentions, #refs)
+    becomes an HTML entity, which GitHub renders as the character itself."""
+    return "".join(_MARKDOWN_ENTITIES.get(char, char) for char in _plain(text))
+
+
+def md_code(text: str) -> str:
+    """User text as inline code: escaped as by ``md``, and inside <code>, where GitHub
+    does not turn @names or #numbers into mentions or references."""
+    return f"<code>{md(text)}</code>" if text else ""
+
+
+def _md_fix(fix: str) -> str:
+    # Our fix texts quote commands in backticks; show those as code, everything escaped.
+    parts = fix.split("`")
+    if len(parts) % 2 == 0:
+        return md(fix)
+    return "".join(md_code(part) if index % 2 else md(part) for index, part in enumerate(parts))
+
+
+def _md_reasons(action: Action) -> str:
+    cells = [md(r) for r in action.reasons]
+    if action.kind == "replace":
+        cells += [
+            f"{md(attr)}: {md_code(old)} → {md_code(new)}" for attr, old, new in _changes(action)
+        ]
+    return "<br>".join(cells)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(plan: Plan) -> str:
+    """A pull-request comment: summary, conflicts, a table of actions (replacements and
+    deletions first), and the unchanged/unmanaged counts collapsed. All user text is
+    escaped (see ``md``)."""
+    lines = ["### Reconciler plan", ""]
+    summary = summary_line(plan)
+    if plan.actions:
+        head, _, tail = summary.partition(". ")
+        lines.append(f"**{head}.** {tail}")
+    else:
+        lines.append(f"**No changes.** {summary.removeprefix('No changes. ')}")
+    lines.append("")
+    if plan.conflicts:
+        count = len(plan.conflicts)
+        lines.append(
+            f"> **{_plural(count, 'conflict')}** must be resolved before this plan can be applied."
+        )
+        lines.append("")
+    if plan.actions:
+        ordered = sorted(plan.actions, key=lambda a: (_MARKDOWN_ORDER[a.kind], a.sort_key()))
+        rows = [
+            [
+                f"`{SYMBOLS[a.kind]}`",
+                f"**{a.kind}**" if a.destructive else a.kind,
+                md_code(a.name),
+                md_code(a.uid or ""),
+                _md_reasons(a),
+            ]
+            for a in ordered
+        ]
+        lines += _md_table(["", "action", "name", "uid", "reasons"], rows)
+        lines.append("")
+    if plan.conflicts:
+        lines.append("#### Conflicts")
+        lines.append("")
+        rows = [
+            [md_code(c.name), md_code(c.uid), md(c.reason), _md_fix(c.fix)] for c in plan.conflicts
+        ]
+        lines += _md_table(["name", "uid", "conflict", "fix"], rows)
+        lines.append("")
+    lines += [
+        f"<details><summary>{plan.unchanged} unchanged, {plan.unmanaged} unmanaged</summary>",
+        "",
+        f"- **{plan.unchanged} unchanged**: owned tokens that already match the manifests.",
+        f"- **{plan.unmanaged} unmanaged**: tokens neither declared nor owned by reconciler, "
+        "left alone (`--prune` would delete them).",
+        f"- The manifests declare {_plural(plan.desired_count, 'token')}; reconciler owns "
+        f"{plan.owned_count}.",
+        "",
+        "</details>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_json(plan: Plan) -> str:
+    """The plan as JSON: ``Plan.to_dict()``, a stable, versioned structure::
+
+        {
+          "format_version": 1,
+          "created_at": "2026-01-01T00:00:00Z",     # when the plan was made
+          "state": {"lineage": "...", "serial": 7},  # the state it was made from
+          "live_digest": "sha256 hex",               # fingerprint of the live tokens
+          "summary": {"create": 0, "replace": 0, "delete": 0, "adopt": 0, "forget": 0,
+                      "unchanged": 0, "unmanaged": 0, "conflicts": 0},
+          "owned_count": 0, "desired_count": 0, "threshold_base": 0,
+          "actions": [{"kind", "name", "uid", "spec", "reasons", "before", "after",
+                       "routine", "destructive"}, ...],   # sorted by name, then kind
+          "conflicts": [{"name", "uid", "reason", "fix"}, ...]
+        }
+
+    ``spec`` is TokenSpec.to_dict(); ``before`` (live: description, scopes, expired_at,
+    created_at) is null for create; ``after`` (desired: description, scopes, expires,
+    rotate_before) is null for delete and forget. No secret is ever part of a plan.
+    """
+    return json.dumps(plan.to_dict(), indent=2) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Plan], str]] = {
+    "text": lambda plan: render_text(plan, color=False),
+    "markdown": render_markdown,
+    "json": render_json,
+}
+
+__all__ = [
+    "RENDERERS",
+    "SYMBOLS",
+    "md",
+    "md_code",
+    "render_json",
+    "render_markdown",
+    "render_text",
+    "summary_line",
+]
