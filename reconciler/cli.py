@@ -264,7 +264,7 @@ def plan(
     lock_timeout: str,
 ) -> None:
     """Show what apply would change. Read-only."""
-    from reconciler.planfile import SavedPlan, affected_fingerprint, write_plan_file
+    from reconciler.planfile import SavedPlan, affected_tokens, write_plan_file
 
     with Runtime(options()) as runtime:
         timeout = _duration_seconds(lock_timeout)
@@ -279,7 +279,7 @@ def plan(
                 endpoint=runtime.endpoint_id,
                 manifest_digest=digest,
                 prune=prune,
-                affected_fingerprint=affected_fingerprint(result, live),
+                affected=affected_tokens(result, live),
             )
             write_plan_file(Path(out), saved)
             click.echo(f"Saved the plan to {out}. Apply it with: reconciler apply {out}", err=True)
@@ -312,7 +312,11 @@ def show(planfile: str, fmt: str) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option(
+    "--auto-approve",
+    is_flag=True,
+    help="Apply without asking for confirmation (a saved plan never asks: it is the approval).",
+)
 @click.option(
     "--secrets-out",
     type=click.Path(dir_okay=False),
@@ -369,12 +373,18 @@ def apply(
     saved: SavedPlan | None = None
     if len(paths) == 1 and is_plan_file(Path(paths[0])):
         saved = read_plan_file(Path(paths[0]))
+        if prune:
+            raise ConfigError(
+                "--prune does not apply to a saved plan: it was decided when the plan was made "
+                "(`reconciler plan --prune --out FILE`)"
+            )
     with Runtime(options()) as runtime:
         timeout = _duration_seconds(lock_timeout)
         with runtime.backend.lock("apply", timeout):
             if saved is not None:
-                from reconciler.planfile import check_fresh
+                from reconciler.planfile import check_endpoint, check_fresh
 
+                check_endpoint(saved, runtime.endpoint_id)
                 state = runtime.read_state()
                 live = runtime.api.list()
                 check_fresh(saved, endpoint=runtime.endpoint_id, state=state, live=live)
@@ -387,7 +397,7 @@ def apply(
             if not result.has_changes:
                 return
             sink = _open_sink(result, secrets_out, secrets_format, discard_secrets)
-            if not auto_approve:
+            if not auto_approve and saved is None:  # a saved plan was approved when it was saved
                 _confirm()
             outcome = _run_apply(runtime, result, state, sink, parallelism)
     _report(outcome, secrets_out)
@@ -624,13 +634,16 @@ def serve(
     from reconciler.server.embedded import run_server
     from reconciler.server.faults import Faults
 
-    faults = Faults(
-        latency_ms=latency_ms,
-        error_rate=error_rate,
-        rate_limit_rate=rate_limit_rate,
-        lost_create_rate=lost_create_rate,
-        seed=seed,
-    )
+    try:
+        faults = Faults(
+            latency_ms=latency_ms,
+            error_rate=error_rate,
+            rate_limit_rate=rate_limit_rate,
+            lost_create_rate=lost_create_rate,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"serve: {exc}") from None
     run_server(
         host=host,
         port=port,

@@ -795,3 +795,24 @@ def test_shared_api_fixture(shared_api: LocalApi) -> None:
         name = f"shared-{os.getpid()}-{time.monotonic_ns()}"
         uid = create(client, name)["uid"]
         assert client.get(f"{TOKENS}/{uid}").status_code == 200
+
+
+def test_lost_create_without_uvicorn_is_a_500_after_the_commit(tmp_path: Path) -> None:
+    import asyncio
+
+    from reconciler.server.app import create_app
+
+    async def scenario(store: Store, key: str) -> None:
+        app = create_app(store, Faults(lose_next_creates=1))
+        transport = httpx.ASGITransport(app=app)
+        headers = {"X-YATAI-API-TOKEN": key}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://asgi", headers=headers
+        ) as client:
+            response = await client.post(TOKENS, json={"name": "in-process"})
+            assert response.status_code == 500
+            assert (await client.get(TOKENS)).json()["total"] == 1
+            assert (await client.post(TOKENS, json={"name": "next"})).status_code == 200
+
+    with Store(tmp_path / "asgi.db") as store:
+        asyncio.run(scenario(store, store.create_api_key(admin=True)))

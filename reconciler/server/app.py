@@ -319,20 +319,41 @@ class LocalApiApp(FastAPI):
 
         async def send_or_drop(message: Message) -> None:
             nonlocal dropping
+            if dropping:
+                return
             # A 200 means the row is committed; losing the answer is the fault under test.
             if (
                 message["type"] == "http.response.start"
                 and message["status"] == 200
                 and self.injector.decide_lose_create()
-                and await _drop_connection(scope)
             ):
                 self.injector.count_fault("lost_create")
                 dropping = True
+                if not await _drop_connection(scope):
+                    # Not under uvicorn (e.g. an in-process ASGI test client): the nearest
+                    # thing to a lost answer is a 500 after the commit.
+                    await error_response(500, "response lost after commit (injected fault)")(
+                        scope, _no_receive, send
+                    )
                 return
-            if not dropping:
-                await send(message)
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                failure = self.injector.decide_error_after_create()
+                if failure is not None:
+                    # Committed, yet the caller is told it failed: a 5xx after the commit.
+                    self.injector.count_fault("error_after_create")
+                    dropping = True
+                    await error_response(
+                        failure,
+                        f"service unavailable (injected fault after commit, trace id {trace_id})",
+                    )(scope, _no_receive, send)
+                    return
+            await send(message)
 
         await super().__call__(scope, replay, send_or_drop)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -19,7 +19,10 @@ class Faults:
     Faults apply to the API routes (``/api/...``) only, never to ``/_admin``.
     ``fail_next`` fails exactly that many of the next requests with ``fail_status`` before
     any random fault is considered; ``lose_next_creates`` likewise loses the responses of
-    that many next successful creates. ``seed`` makes the random faults reproducible.
+    that many next successful creates. ``error_after_create_rate`` and
+    ``error_after_next_creates`` commit a create and then answer ``error_status`` instead of
+    the token (a 5xx after commit: the client cannot tell whether the token exists).
+    ``seed`` makes the random faults reproducible.
     """
 
     latency_ms: float = 0.0
@@ -31,14 +34,27 @@ class Faults:
     fail_next: int = 0
     fail_status: int = 503
     lose_next_creates: int = 0
+    error_after_create_rate: float = 0.0
+    error_after_next_creates: int = 0
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "rate_limit_rate", "lost_create_rate"):
+        for name in (
+            "error_rate",
+            "rate_limit_rate",
+            "lost_create_rate",
+            "error_after_create_rate",
+        ):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {rate}")
-        for name in ("latency_ms", "retry_after", "fail_next", "lose_next_creates"):
+        for name in (
+            "latency_ms",
+            "retry_after",
+            "fail_next",
+            "lose_next_creates",
+            "error_after_next_creates",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         for name in ("error_status", "fail_status"):
@@ -59,7 +75,13 @@ class Faults:
             if key == "seed":
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                     raise ValueError("seed must be an integer or null")
-            elif key in ("latency_ms", "error_rate", "rate_limit_rate", "lost_create_rate"):
+            elif key in (
+                "latency_ms",
+                "error_rate",
+                "rate_limit_rate",
+                "lost_create_rate",
+                "error_after_create_rate",
+            ):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ValueError(f"{key} must be a number")
                 value = float(value)
@@ -92,13 +114,17 @@ class FaultInjector:
         self._random = random.Random(self._faults.seed)
         self._fail_next = self._faults.fail_next
         self._lose_next = self._faults.lose_next_creates
+        self._error_after_next = self._faults.error_after_next_creates
         self._counters = _Counters()
 
     @property
     def faults(self) -> Faults:
         with self._lock:
             return dataclasses.replace(
-                self._faults, fail_next=self._fail_next, lose_next_creates=self._lose_next
+                self._faults,
+                fail_next=self._fail_next,
+                lose_next_creates=self._lose_next,
+                error_after_next_creates=self._error_after_next,
             )
 
     def configure(self, faults: Faults) -> None:
@@ -108,6 +134,7 @@ class FaultInjector:
             self._random = random.Random(faults.seed)
             self._fail_next = faults.fail_next
             self._lose_next = faults.lose_next_creates
+            self._error_after_next = faults.error_after_next_creates
 
     def update(self, **changes: Any) -> Faults:
         """Change some settings, keeping the others; returns the new settings."""
@@ -147,6 +174,17 @@ class FaultInjector:
             rate = self._faults.lost_create_rate
             return bool(rate) and self._random.random() < rate
 
+    def decide_error_after_create(self) -> int | None:
+        """The error status to answer a committed create with, or None to answer it."""
+        with self._lock:
+            if self._error_after_next > 0:
+                self._error_after_next -= 1
+                return self._faults.error_status
+            rate = self._faults.error_after_create_rate
+            if rate and self._random.random() < rate:
+                return self._faults.error_status
+            return None
+
     @property
     def retry_after(self) -> int:
         with self._lock:
@@ -168,7 +206,7 @@ class FaultInjector:
 
     def stats(self) -> dict[str, Any]:
         """Requests per route (``"GET /api/v1/api_tokens"``), per status and faults injected
-        (``error``, ``rate_limit``, ``lost_create``, ``latency``)."""
+        (``error``, ``rate_limit``, ``lost_create``, ``error_after_create``, ``latency``)."""
         with self._lock:
             return {
                 "total": sum(self._counters.requests.values()),

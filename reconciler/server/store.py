@@ -237,6 +237,9 @@ class Store:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Only hashes are stored, but the database is nobody else's business either;
+            # SQLite gives its -wal and -shm files the same mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._lock = threading.RLock()
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, one per write.
         self._conn = sqlite3.connect(
