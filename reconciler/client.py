@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import builtins
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from reconciler.errors import (
     AmbiguousCreateError,
@@ -24,6 +28,20 @@ DEFAULT_PAGE_SIZE = 1000
 # A listing that keeps moving under us (tokens created or deleted between pages) is read
 # again; after this many tries we give up rather than plan on an inconsistent picture.
 LIST_ATTEMPTS = 3
+# Pages after the first are fetched this many at a time.
+LIST_CONCURRENCY = 8
+
+Page = list[ApiToken]
+
+
+class _Listing(BaseModel):
+    """A page of the listing, for the fast path of ApiTokenAPI._page: no more lenient
+    than its checks (an object with an 'items' list and a non-negative integer 'total')."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[ApiToken]
+    total: StrictInt = Field(ge=0)
 
 
 def wire_datetime(moment: datetime) -> str:
@@ -57,31 +75,80 @@ class ApiTokenAPI:
         )
 
     def _list_once(self, search: str | None) -> tuple[builtins.list[ApiToken], bool]:
+        """One reading of every page, and whether it is consistent."""
+        items, total = self._page(0, search)
+        pages = [items]
+        served = len(items)
+        if served and served < total and not self._read_ahead(served, total, search, pages):
+            return [], False
         by_uid: dict[str, ApiToken] = {}
-        start = 0
-        first_total: int | None = None
-        while True:
-            params: dict[str, Any] = {"start": start, "count": self.page_size}
-            if search:
-                params["search"] = search
-            page = self._page(params)
-            items, total = page
-            if first_total is None:
-                first_total = total
-            elif total != first_total:
-                return [], False
-            for token in items:
+        for page in pages:
+            for token in page:
                 by_uid[token.uid] = token
-            start += len(items)
-            if not items or start >= total:
-                break
-        return list(by_uid.values()), len(by_uid) == first_total
+        return list(by_uid.values()), len(by_uid) == total
 
-    def _page(self, params: dict[str, Any]) -> tuple[builtins.list[ApiToken], int]:
+    def _read_ahead(
+        self, served: int, total: int, search: str | None, pages: builtins.list[Page]
+    ) -> bool:
+        """Read the pages after the first into ``pages``; False when the listing moved.
+
+        The first answer told the total and how many tokens the server serves per page, so
+        the following pages are asked for ahead, up to LIST_CONCURRENCY at once, instead
+        of one round trip after another. Answers are taken in order: an empty page or a
+        moved total stops the reading as it would when paging one by one, and a page
+        shorter than the first (a server that pages unevenly) has its gap read page by page.
+        """
+        with ThreadPoolExecutor(LIST_CONCURRENCY, thread_name_prefix="reconciler-list") as pool:
+            ahead: deque[tuple[int, Future[tuple[Page, int]]]] = deque()
+            following = served
+            try:
+                while True:
+                    while len(ahead) < LIST_CONCURRENCY and following < total:
+                        ahead.append((following, pool.submit(self._page, following, search)))
+                        following += served
+                    if not ahead:
+                        return True
+                    start, answer = ahead.popleft()
+                    items, page_total = answer.result()
+                    if page_total != total or not items:
+                        return False
+                    pages.append(items)
+                    end, stop = start + len(items), min(start + served, total)
+                    if end < stop and not self._read_from(end, stop, total, search, pages):
+                        return False
+            finally:
+                for _, pending in ahead:
+                    pending.cancel()
+
+    def _read_from(
+        self, start: int, stop: int, total: int, search: str | None, pages: builtins.list[Page]
+    ) -> bool:
+        """Pages from ``start`` until ``stop``, one after another, into ``pages``."""
+        while start < stop:
+            items, page_total = self._page(start, search)
+            if page_total != total:
+                return False
+            if not items:
+                break
+            pages.append(items)
+            start += len(items)
+        return True
+
+    def _page(self, start: int, search: str | None) -> tuple[Page, int]:
         what = "list tokens"
+        params: dict[str, Any] = {"start": start, "count": self.page_size}
+        if search:
+            params["search"] = search
         response = self.client.request(
             "GET", TOKENS_PATH, params=params, idempotent=True, what=what
         )
+        try:
+            # The common case in one step: pydantic parses the JSON straight into tokens
+            # (half the CPU of json.loads and then validating each token).
+            listing = _Listing.model_validate_json(response.content)
+            return listing.items, listing.total
+        except Exception:
+            pass  # the checks below accept no less, and say what is wrong (or raise as before)
         body = self.client.json(response, what)
         if not isinstance(body, dict) or not isinstance(body.get("items"), list):
             raise InvalidResponseError(

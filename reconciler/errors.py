@@ -47,6 +47,21 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+def clip(value: object, limit: int = 60) -> str:
+    """repr() of a value taken from user input, short enough for a one-line message.
+
+    A 1 MB name or a 5000-digit number is shown by its start and its size, never whole
+    (repr() of such an int even raises ValueError).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<about {int(value.bit_length() * 0.30103) + 1} digits>"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters"
+    return f"{text[: limit - 1]}… ({size})"
+
+
 class ManifestError(ReconcilerError):
     """One or more manifests are invalid; every problem is collected before raising."""
 

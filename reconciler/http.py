@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -85,7 +86,7 @@ class RestClient:
         max_retries: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
-        verify: bool | str = True,
+        verify: ssl.SSLContext | bool | str = True,
         transport: httpx.BaseTransport | None = None,
         max_connections: int = 64,
         sleep: Callable[[float], None] = time.sleep,
@@ -97,6 +98,10 @@ class RestClient:
         self._sleep = sleep
         self.backoff = Backoff(sleep=sleep)
         self.requests_sent = 0
+        # Only to blank it out of server-provided text that ends up in error messages.
+        self._api_key = api_key
+        # Workers of a pool share the client: count under a lock so no request is missed.
+        self._count_lock = threading.Lock()
         self._random = random.Random()
         self._http = httpx.Client(
             base_url=self.endpoint,
@@ -149,7 +154,8 @@ class RestClient:
             self.backoff.wait()
             response: httpx.Response | None = None
             try:
-                self.requests_sent += 1
+                with self._count_lock:
+                    self.requests_sent += 1
                 response = self._http.request(method, path, params=params, json=json_body)
             except httpx.ConnectError as exc:
                 # Nothing reached the server: safe to retry any method. A server that is down
@@ -193,9 +199,13 @@ class RestClient:
                 continue
             raise self._error(response, what, attempts=attempt + 1)
 
+    def _redact(self, text: str) -> str:
+        """Server-provided text with the API key blanked out: a server may echo it."""
+        return text.replace(self._api_key, "[API key]") if self._api_key else text
+
     def _error(self, response: httpx.Response, what: str, *, attempts: int) -> ApiError:
         status = response.status_code
-        detail = _detail(response)
+        detail = self._redact(_detail(response))
         suffix = f" after {attempts} attempts" if attempts > 1 else ""
         if status in (401, 403):
             return AuthenticationError(
@@ -218,7 +228,7 @@ class RestClient:
                 trace_id=trace,
             )
         if 300 <= status < 400:
-            location = response.headers.get("location", "?")
+            location = self._redact(response.headers.get("location", "?")[:300])
             return RequestRejectedError(
                 f"{what}: {self.endpoint} redirected (HTTP {status} to {location}); use the "
                 "final URL as --endpoint",
@@ -232,7 +242,8 @@ class RestClient:
         """The decoded JSON body of a 200, or InvalidResponseError."""
         try:
             return response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            # RecursionError: JSON nested deeper than the decoder goes ([[[[...]]]]).
             kind = response.headers.get("content-type", "unknown content type")
             raise InvalidResponseError(
                 f"{what}: {self.endpoint} answered 200 with a body that is not JSON ({kind}, "
@@ -249,7 +260,7 @@ def _detail(response: httpx.Response) -> str:
     """A short server-provided error message, if the body has one."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     if isinstance(body, dict):
         for key in ("error", "message", "detail"):

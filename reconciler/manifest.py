@@ -24,7 +24,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from reconciler.errors import ManifestError, Problem
+from reconciler.errors import ManifestError, Problem, clip
 from reconciler.spec import (
     DURATION_PATTERN,
     NAME_PATTERN,
@@ -53,7 +53,7 @@ def _check_scope(value: str) -> str:
     if value not in SCOPES:
         close = difflib.get_close_matches(value.lower(), SCOPES, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ValueError(f"unknown scope {value!r}: {hint}valid scopes are {_SCOPE_LIST}")
+        raise ValueError(f"unknown scope {clip(value)}: {hint}valid scopes are {_SCOPE_LIST}")
     return value
 
 
@@ -229,7 +229,7 @@ def load_manifests(paths: Sequence[str | Path]) -> Manifests:
                 Problem(
                     display,
                     line,
-                    f"duplicate token name {name!r}, also declared at {where[0]}:{where[1]}: "
+                    f"duplicate token name {clip(name)}, also declared at {where[0]}:{where[1]}: "
                     "names are unique across all manifests; rename or remove one",
                 )
             )
@@ -389,7 +389,7 @@ def _cross_check(
         return
     line = raw.key_lines["rotate_before"]
     name = raw.get("name")
-    where = f"token {name!r}: " if isinstance(name, str) else ""
+    where = f"token {clip(name)}: " if isinstance(name, str) else ""
     if expires.kind == "never":
         problems.append(
             Problem(
@@ -440,14 +440,22 @@ def _kind(value: object) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, (int, float)):
-        return f"a number ({value})"
+        return f"a number ({_plain(value) or clip(value)})"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"a {type(value).__name__} ({value})"
+    return f"a {type(value).__name__} ({_plain(value) or clip(value)})"
+
+
+def _plain(value: object) -> str | None:
+    """str(value) when it is short enough to quote back in a message, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return None  # str() of a huge int is slow, and raises beyond 4300 digits
+    text = str(value)
+    return text if len(text) <= 60 else None
 
 
 def _suggest_name(name: str) -> str | None:
@@ -470,14 +478,14 @@ def _problem_for(error: Any, root: Any, display: str) -> Problem:
             entry = raw_tokens[loc[1]]
             name_ok = loc[2:] != ("name",)
             if name_ok and isinstance(entry, YMap) and isinstance(entry.get("name"), str):
-                where = f"token {entry['name']!r}: "
+                where = f"token {clip(entry['name'])}: "
     field_name = next((str(part) for part in reversed(loc) if isinstance(part, str)), "value")
 
     if kind == "extra_forbidden":
         valid = _FILE_KEYS if top_level else _TOKEN_KEYS
         close = _closest_key(str(loc[-1]), top_level)
         fix = f"did you mean {close[0]!r}?" if close else "remove it;"
-        message = f"unknown key {loc[-1]!r}: {fix} valid keys are {', '.join(valid)}"
+        message = f"unknown key {clip(loc[-1])}: {fix} valid keys are {', '.join(valid)}"
     elif kind == "missing":
         if top_level:
             message = (
@@ -505,12 +513,11 @@ def _problem_for(error: Any, root: Any, display: str) -> Problem:
         elif value is None:
             message = f"{field_name} is empty: give it a value or remove the key"
         else:
-            message = (
-                f"{field_name} must be a string, not {_kind(value)}: quote it, such as "
-                f'{field_name}: "{value}"'
-            )
+            plain = _plain(value)
+            example = f', such as {field_name}: "{plain}"' if plain is not None else ""
+            message = f"{field_name} must be a string, not {_kind(value)}: quote it{example}"
     elif kind == "list_type":
-        example = f"[{value}]" if isinstance(value, str) else "[api]"
+        example = f"[{value}]" if isinstance(value, str) and len(value) <= 60 else "[api]"
         if field_name == "tokens":
             example = "followed by lines starting with `- name:`"
         message = f"{field_name} must be a list, not {_kind(value)}: write {field_name}: {example}"
@@ -522,7 +529,7 @@ def _problem_for(error: Any, root: Any, display: str) -> Problem:
     elif kind == "string_pattern_mismatch" and field_name == "name":
         suggestion = _suggest_name(str(value))
         hint = f"; such as {suggestion!r}" if suggestion else ""
-        message = f"invalid name {value!r}: a name must be {NAME_RULE}{hint}"
+        message = f"invalid name {clip(value)}: a name must be {NAME_RULE}{hint}"
     elif kind == "value_error":
         message = str(error["ctx"]["error"])
     else:

@@ -9,8 +9,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from reconciler.plan import Action, Conflict, Plan
 from reconciler.spec import TokenSpec, as_utc, format_duration, format_time, humanize
 from reconciler.state import OwnedToken, State
@@ -19,6 +17,10 @@ from reconciler.token import ApiToken
 # A create's token may carry a created_at slightly before our recorded start when the
 # server's clock lags ours; a token much older than the start cannot be the one we sent.
 ORPHAN_CLOCK_SKEW = timedelta(minutes=2)
+# ...and the server commits it while the run that sent it still waits for the answer (three
+# attempts of at most minutes each). A token of that name made much later is somebody
+# else's, even if a pending entry was left behind (a create that never reached the API).
+ORPHAN_MAX_LAG = timedelta(hours=1)
 
 REASON_NEW = "declared in manifests, does not exist yet"
 REASON_NEW_AFTER_ORPHAN = "declared in manifests; an earlier create of it was interrupted"
@@ -123,6 +125,9 @@ class _Comparison:
         removed: dict[str, list[str]] = defaultdict(list)
         described: set[str] = set()
         if self._desired:
+            # Imported here: a plan with nothing to compare need not pay for deepdiff.
+            from deepdiff import DeepDiff
+
             diff = DeepDiff(self._live, self._desired, ignore_order=True, view="tree")
             for report, items in diff.items():
                 for item in items:
@@ -224,7 +229,10 @@ def build_plan(
         if not candidates:
             continue
         cutoff = pending.started_at - ORPHAN_CLOCK_SKEW
-        orphans = [t for t in candidates if t.created_at is not None and t.created_at >= cutoff]
+        latest = pending.started_at + ORPHAN_MAX_LAG
+        orphans = [
+            t for t in candidates if t.created_at is not None and cutoff <= t.created_at <= latest
+        ]
         if not orphans:
             continue
         orphaned_names.add(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -60,6 +60,9 @@ def _plain(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+plain = _plain
 
 
 def _quoted(text: str) -> str:
@@ -227,16 +230,46 @@ def _md_reasons(action: Action) -> str:
     return "<br>".join(cells)
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+def _md_header(header: list[str]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
 
-def render_markdown(plan: Plan) -> str:
+def _md_rows(rows: Iterable[list[str]]) -> list[str]:
+    return ["| " + " | ".join(row) + " |" for row in rows]
+
+
+# GitHub refuses comments longer than 65,536 characters; keep room for a caller's header.
+MARKDOWN_LIMIT = 60_000
+
+
+def _fit_rows(rows: list[str], budget: int) -> tuple[list[str], int]:
+    """As many leading table rows as fit in ``budget`` characters, and how many were left."""
+    used = 0
+    for index, row in enumerate(rows):
+        used += len(row) + 1
+        if used > budget:
+            return rows[:index], len(rows) - index
+    return rows, 0
+
+
+def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     """A pull-request comment: summary, conflicts, a table of actions (replacements and
     deletions first), and the unchanged/unmanaged counts collapsed. All user text is
-    escaped (see ``md``)."""
+    escaped (see ``md``). Past ``limit`` characters the tables are cut, least risky rows
+    first (creates, adoptions, forgets), and a note says how many rows are missing: the
+    full plan is in the text and JSON views."""
+    text = _markdown(plan, budget=None)
+    if len(text) <= limit:
+        return text
+    return _markdown(plan, budget=max(limit - _markdown_overhead(plan), 0))
+
+
+def _markdown_overhead(plan: Plan) -> int:
+    """Characters of a rendering with empty tables plus the truncation notes."""
+    return len(_markdown(plan, budget=0))
+
+
+def _markdown(plan: Plan, *, budget: int | None) -> str:
     lines = ["### Reconciler plan", ""]
     summary = summary_line(plan)
     if plan.actions:
@@ -251,28 +284,35 @@ def render_markdown(plan: Plan) -> str:
             f"> **{_plural(count, 'conflict')}** must be resolved before this plan can be applied."
         )
         lines.append("")
+    ordered = sorted(plan.actions, key=lambda a: (_MARKDOWN_ORDER[a.kind], a.sort_key()))
+    action_rows = _md_rows(
+        [
+            f"`{SYMBOLS[a.kind]}`",
+            f"**{a.kind}**" if a.destructive else a.kind,
+            md_code(a.name),
+            md_code(a.uid or ""),
+            _md_reasons(a),
+        ]
+        for a in ordered
+    )
+    conflict_rows = _md_rows(
+        [md_code(c.name), md_code(c.uid), md(c.reason), _md_fix(c.fix)] for c in plan.conflicts
+    )
+    actions_cut = conflicts_cut = 0
+    if budget is not None:
+        # Conflicts block the plan, so their rows get the budget first.
+        conflict_rows, conflicts_cut = _fit_rows(conflict_rows, budget)
+        remaining = budget - sum(len(row) + 1 for row in conflict_rows)
+        action_rows, actions_cut = _fit_rows(action_rows, remaining)
     if plan.actions:
-        ordered = sorted(plan.actions, key=lambda a: (_MARKDOWN_ORDER[a.kind], a.sort_key()))
-        rows = [
-            [
-                f"`{SYMBOLS[a.kind]}`",
-                f"**{a.kind}**" if a.destructive else a.kind,
-                md_code(a.name),
-                md_code(a.uid or ""),
-                _md_reasons(a),
-            ]
-            for a in ordered
-        ]
-        lines += _md_table(["", "action", "name", "uid", "reasons"], rows)
-        lines.append("")
+        lines += [*_md_header(["", "action", "name", "uid", "reasons"]), *action_rows, ""]
+        if actions_cut:
+            lines += [_cut_note(actions_cut, ordered[len(ordered) - actions_cut :]), ""]
     if plan.conflicts:
-        lines.append("#### Conflicts")
-        lines.append("")
-        rows = [
-            [md_code(c.name), md_code(c.uid), md(c.reason), _md_fix(c.fix)] for c in plan.conflicts
-        ]
-        lines += _md_table(["name", "uid", "conflict", "fix"], rows)
-        lines.append("")
+        lines += ["#### Conflicts", ""]
+        lines += [*_md_header(["name", "uid", "conflict", "fix"]), *conflict_rows, ""]
+        if conflicts_cut:
+            lines += [f"*{_plural(conflicts_cut, 'more conflict')} not shown.*", ""]
     lines += [
         f"<details><summary>{plan.unchanged} unchanged, {plan.unmanaged} unmanaged</summary>",
         "",
@@ -285,6 +325,16 @@ def render_markdown(plan: Plan) -> str:
         "</details>",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _cut_note(count: int, cut: list[Action]) -> str:
+    kinds = [kind for kind in _MARKDOWN_ORDER if any(a.kind == kind for a in cut)]
+    detail = ", ".join(f"{sum(1 for a in cut if a.kind == k)} {k}" for k in kinds)
+    return (
+        f"*{_plural(count, 'more action')} not shown{f' ({detail})' if detail else ''}: this "
+        "comment would be too long. The job log has the full plan (`reconciler show` of the "
+        "saved plan).*"
+    )
 
 
 def render_json(plan: Plan) -> str:
@@ -321,6 +371,7 @@ __all__ = [
     "SYMBOLS",
     "md",
     "md_code",
+    "plain",
     "render_json",
     "render_markdown",
     "render_text",

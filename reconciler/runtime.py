@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.backends import StateBackend, backend_for
-from reconciler.client import ApiTokenAPI, RestClient
-from reconciler.errors import StateError
+from reconciler.errors import ConfigError, StateError
 from reconciler.settings import LOCAL, check_endpoint_url, resolve_connection
 from reconciler.state import State
 
 if TYPE_CHECKING:
+    import ssl
+
+    from reconciler.client import ApiTokenAPI
     from reconciler.server.embedded import LocalServer
 
 log = logging.getLogger("reconciler")
@@ -38,7 +40,14 @@ class Options:
 
     @property
     def state_location(self) -> str:
-        return self.state or str(DEFAULT_STATE)
+        """--state, else $RECONCILER_STATE, else reconciler.yaml's state:, else the default."""
+        from reconciler.config_file import resolve_state_location
+
+        setting = resolve_state_location(self.state)
+        if setting is None:
+            return str(DEFAULT_STATE)
+        log.debug("state %s (from %s)", setting.location, setting.source)
+        return setting.location
 
     @property
     def is_local(self) -> bool:
@@ -90,6 +99,10 @@ class Runtime:
         return self._api
 
     def _connect(self) -> None:
+        # httpx and pydantic cost a fifth of a second to import: only commands that talk
+        # to the API pay for them (not --help, validate or state).
+        from reconciler.client import ApiTokenAPI, RestClient
+
         options = self.options
         if options.is_local:
             from reconciler.server.embedded import LocalServer
@@ -107,7 +120,7 @@ class Runtime:
             endpoint=url,
             api_key=key,
             timeout=options.timeout,
-            verify=options.ca_bundle or True,
+            verify=_tls_verify(options.ca_bundle),
         )
         self._stack.callback(client.close)
         self._api = ApiTokenAPI(client)
@@ -124,3 +137,18 @@ class Runtime:
                 f"{self.endpoint_id}; pass the matching --endpoint, or use another --state file"
             )
         return state
+
+
+def _tls_verify(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """TLS verification: the system's CAs, or those of --ca-bundle (as an SSLContext:
+    httpx deprecates passing a path)."""
+    if not ca_bundle:
+        return True
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"--ca-bundle {ca_bundle}: not a readable PEM file of CA certificates ({exc})"
+        ) from None

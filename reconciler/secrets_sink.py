@@ -85,7 +85,14 @@ class SecretsSink:
 
     def _render(self) -> str:
         if self.format == "json":
-            return json.dumps(self._values, indent=2, sort_keys=True) + "\n"
+            # json.dumps(self._values, indent=2, sort_keys=True), byte for byte: the file is
+            # rewritten on every add, and json's indenting encoder is pure Python.
+            if not self._values:
+                return "{}\n"
+            items = (
+                f"  {json.dumps(k)}: {json.dumps(self._values[k])}" for k in sorted(self._values)
+            )
+            return "{\n" + ",\n".join(items) + "\n}\n"
         header = "# Written by reconciler: new API token values. Keep this file secret.\n"
         return header + "".join(f"{k}={self._values[k]}\n" for k in sorted(self._values))
 

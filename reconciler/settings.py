@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
 from reconciler.errors import ConfigError
 
 ENV_ENDPOINT = "BENTO_CLOUD_API_ENDPOINT"
@@ -34,6 +32,8 @@ def bentoml_config_path(env: Mapping[str, str]) -> Path:
 
 
 def _from_bentoml_config(path: Path) -> tuple[str | None, str | None]:
+    import yaml  # only commands that connect read this file; --help should not pay for it
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

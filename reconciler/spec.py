@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Literal
 
+from reconciler.errors import clip
+
 SCOPES: tuple[str, ...] = (
     "api",
     "read_organization",
@@ -24,6 +26,8 @@ NAME_RULE = (
 
 DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
 _UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+# Longer than any token policy needs, short enough that now + duration is a valid datetime.
+MAX_DURATION = timedelta(days=36500)
 
 
 def utcnow() -> datetime:
@@ -41,12 +45,19 @@ def as_utc(moment: datetime) -> datetime:
 def parse_duration(text: str) -> timedelta:
     """Parse '12h', '90d' or '2w'. Raises ValueError with the accepted forms."""
     match = DURATION_PATTERN.match(text)
-    if not match or int(match.group(1)) == 0:
+    digits = match.group(1).lstrip("0") if match is not None else ""
+    if match is None or not digits:
         raise ValueError(
-            f"{text!r} is not a duration: use a positive whole number of hours, days or "
+            f"{clip(text)} is not a duration: use a positive whole number of hours, days or "
             "weeks, such as 12h, 90d or 2w"
         )
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    unit = _UNITS[match.group(2)]
+    # Length first: int() of thousands of digits is slow, and refused past 4300.
+    if len(digits) > 9 or int(digits) * unit > MAX_DURATION:
+        raise ValueError(
+            f"{clip(text)} is too long: a duration is at most 100 years (36500d, 5214w)"
+        )
+    return int(digits) * unit
 
 
 def format_duration(delta: timedelta) -> str:
@@ -77,6 +88,15 @@ def format_time(moment: datetime) -> str:
     return text
 
 
+def _utc_in_range(moment: datetime) -> datetime:
+    try:
+        return as_utc(moment)
+    except OverflowError:
+        raise ValueError(
+            f"{moment.isoformat()} is out of range: use a date between 0001-01-02 and 9999-12-30"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Expiry:
     """When a token should expire: never, a rolling duration policy, or a fixed moment."""
@@ -95,7 +115,7 @@ class Expiry:
         if value is None:
             return cls.never()
         if isinstance(value, datetime):
-            return cls("at", at=as_utc(value))
+            return cls("at", at=_utc_in_range(value))
         if isinstance(value, date):
             return cls("at", at=datetime.combine(value, time(), timezone.utc))
         if not isinstance(value, str):
@@ -112,10 +132,10 @@ class Expiry:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(
-                f"{value!r} is not a valid expiry: use never, a duration (12h, 90d, 2w), a date "
-                "(2027-01-31) or an ISO datetime (2027-01-31T12:00:00Z; UTC when no zone)"
+                f"{clip(value)} is not a valid expiry: use never, a duration (12h, 90d, 2w), a "
+                "date (2027-01-31) or an ISO datetime (2027-01-31T12:00:00Z; UTC when no zone)"
             ) from None
-        return cls("at", at=as_utc(moment))
+        return cls("at", at=_utc_in_range(moment))
 
     def text(self) -> str:
         """The canonical spelling, stable across runs (used in state, plans and diffs)."""

@@ -6,6 +6,7 @@ This module is the data only; where it is stored and how it is locked is the bus
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -75,6 +76,11 @@ class PendingCreate:
         return cls(name=str(data["name"]), started_at=started)
 
 
+# State.to_json's cache: id(item) -> (item, its JSON text); the item is kept so an id
+# cannot be reused by another object while its entry exists.
+JsonCache = dict[int, tuple[OwnedToken | PendingCreate, str]]
+
+
 @dataclass(frozen=True)
 class State:
     """One version of the state. Immutable: every change makes a new State (and a write)."""
@@ -128,16 +134,64 @@ class State:
                 return token
         return None
 
-    def to_dict(self) -> dict[str, Any]:
+    def _sections(self) -> dict[str, list[OwnedToken] | list[PendingCreate]]:
+        return {
+            "tokens": [self.tokens[name] for name in sorted(self.tokens)],
+            "pending_creates": [self.pending[name] for name in sorted(self.pending)],
+            "retired": [self.retired[uid] for uid in sorted(self.retired)],
+        }
+
+    def _header(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
             "serial": self.serial,
             "lineage": self.lineage,
             "endpoint": self.endpoint,
-            "tokens": [self.tokens[name].to_dict() for name in sorted(self.tokens)],
-            "pending_creates": [self.pending[name].to_dict() for name in sorted(self.pending)],
-            "retired": [self.retired[uid].to_dict() for uid in sorted(self.retired)],
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        sections = self._sections()
+        return {
+            **self._header(),
+            **{key: [item.to_dict() for item in items] for key, items in sections.items()},
+        }
+
+    def to_json(self, cache: JsonCache | None = None) -> str:
+        """``json.dumps(self.to_dict(), indent=2)``, byte for byte, built faster.
+
+        apply writes the state after every API call; encoding every unchanged token again
+        each time (json's indenting encoder is pure Python) made an apply of N creates
+        cost O(N^2) CPU. Tokens are immutable and shared between versions, so with a
+        ``cache`` kept across writes each token is encoded once; the cache is left holding
+        only this version's entries.
+        """
+        fresh: JsonCache = {}
+
+        def encode(item: OwnedToken | PendingCreate) -> str:
+            hit = cache.get(id(item)) if cache is not None else None
+            if hit is not None and hit[0] is item:
+                text = hit[1]
+            else:
+                # An item of a top-level list is nested two levels deep: its own indented
+                # text, four spaces further in (json escapes newlines inside strings, so
+                # every newline is layout).
+                text = "    " + json.dumps(item.to_dict(), indent=2).replace("\n", "\n    ")
+            fresh[id(item)] = (item, text)
+            return text
+
+        fields = [
+            f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in self._header().items()
+        ]
+        for key, items in self._sections().items():
+            if items:
+                body = ",\n".join(encode(item) for item in items)
+                fields.append(f"  {json.dumps(key)}: [\n{body}\n  ]")
+            else:
+                fields.append(f"  {json.dumps(key)}: []")
+        if cache is not None:
+            cache.clear()
+            cache.update(fresh)
+        return "{\n" + ",\n".join(fields) + "\n}"
 
     @classmethod
     def from_dict(cls, data: object, *, source: str) -> State:

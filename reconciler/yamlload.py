@@ -19,7 +19,7 @@ from yaml.events import (
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
-from reconciler.errors import Problem
+from reconciler.errors import Problem, clip
 
 try:
     from yaml import CSafeLoader as _Parser
@@ -93,7 +93,9 @@ def _scalar(event: Any, tags: dict[str, str]) -> Any:
     construct = SafeConstructor.yaml_constructors.get(tag)
     line = event.start_mark.line + 1
     if construct is None or tag.endswith((":map", ":seq", ":omap", ":pairs", ":set")):
-        raise _Fatal(line, f"unsupported YAML tag {tag!r}: remove the tag and write a plain value")
+        raise _Fatal(
+            line, f"unsupported YAML tag {clip(tag)}: remove the tag and write a plain value"
+        )
     node = ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
     try:
         return construct(_CONSTRUCTOR, node)
@@ -101,6 +103,10 @@ def _scalar(event: Any, tags: dict[str, str]) -> Any:
         # Looks like a date or number but is not one (2027-02-30): keep the text so the
         # field's own validation reports it with its accepted forms.
         return value
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
@@ -175,7 +181,7 @@ def _build(text: str, file: str, problems: list[Problem]) -> Any:
                             Problem(
                                 file,
                                 line,
-                                f"duplicate key {key!r} (first at line "
+                                f"duplicate key {clip(key)} (first at line "
                                 f"{container.key_lines[key]}): remove one of them",
                             )
                         )
@@ -201,11 +207,15 @@ def _build(text: str, file: str, problems: list[Problem]) -> Any:
                     )
                 if kind is MappingStartEvent:
                     if event.tag not in _MAP_TAGS:
-                        raise _Fatal(line, f"unsupported YAML tag {event.tag!r}: remove the tag")
+                        raise _Fatal(
+                            line, f"unsupported YAML tag {clip(event.tag)}: remove the tag"
+                        )
                     stack.append([YMap(line), None, 0, True])
                 else:
                     if event.tag not in _SEQ_TAGS:
-                        raise _Fatal(line, f"unsupported YAML tag {event.tag!r}: remove the tag")
+                        raise _Fatal(
+                            line, f"unsupported YAML tag {clip(event.tag)}: remove the tag"
+                        )
                     stack.append([YList(line), None, 0, False])
                 continue
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
@@ -214,8 +224,8 @@ def _build(text: str, file: str, problems: list[Problem]) -> Any:
             elif kind is AliasEvent:
                 raise _Fatal(
                     event.start_mark.line + 1,
-                    f"YAML aliases (*{event.anchor}) are not supported: write the value out "
-                    "in full instead of referring to an anchor",
+                    f"YAML aliases (*{_short(event.anchor)}) are not supported: write the value "
+                    "out in full instead of referring to an anchor",
                 )
             elif kind is DocumentStartEvent:
                 documents += 1

@@ -7,11 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import leakcheck
 import pytest
+from leakcheck import leak_registry, leakcheck_session, pytest_terminal_summary  # noqa: F401
 
 from reconciler.server.embedded import LocalServer
 from reconciler.server.faults import Faults
 from reconciler.server.store import Store
+
+# The secrets-leak harness (tests/leakcheck.py): its session fixture scans every recorded
+# artifact for every secret at the end, and the summary says how much was scanned.
+leakcheck.install()
 
 AUTH_HEADER = "X-YATAI-API-TOKEN"
 

@@ -138,8 +138,8 @@ def test_backend_for() -> None:
     backend = backend_for("state/x.json")
     assert isinstance(backend, LocalStateBackend)
     assert backend.describe() == "state/x.json"
-    with pytest.raises(ConfigError, match="s3"):
-        backend_for("s3://bucket/key")
+    with pytest.raises(ConfigError, match="gs://"):
+        backend_for("gs://bucket/key")
 
 
 def test_lock_info_round_trip_and_description() -> None:

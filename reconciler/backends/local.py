@@ -15,7 +15,7 @@ from pathlib import Path
 from reconciler.backends.base import StateBackend
 from reconciler.backends.lockinfo import LockInfo
 from reconciler.errors import LockError, StateError
-from reconciler.state import State
+from reconciler.state import JsonCache, State
 
 _MODE = 0o600
 # A lock file is created empty and filled by the next write; a reader that lands in between
@@ -63,6 +63,9 @@ class LocalStateBackend(StateBackend):
         # compares it with the bytes on disk so that it never replaces a version (or a
         # corrupt or newer file) it has not seen.
         self._seen: str | None = None
+        # (lineage, serial) of those bytes, so that write() need not parse them again.
+        self._seen_version: tuple[str, int] | None = None
+        self._json_cache: JsonCache = {}
 
     def describe(self) -> str:
         return str(self.path)
@@ -91,9 +94,11 @@ class LocalStateBackend(StateBackend):
         raw = self._raw()
         if raw is None:
             self._seen = None
+            self._seen_version = None
             return None
         state = self._parse(raw)
         self._seen = _digest(raw)
+        self._seen_version = (state.lineage, state.serial)
         return state
 
     def write(self, state: State) -> State:
@@ -102,22 +107,25 @@ class LocalStateBackend(StateBackend):
         if _digest(raw) != self._seen:
             raise StateError(self._moved_message(raw))
         if raw is not None:
-            stored = self._parse(raw)
-            if stored.lineage != state.lineage or stored.serial != state.serial:
+            # The bytes are the ones last read or written (same digest), so their version
+            # is known without parsing them again (a large state is written once per call).
+            if self._seen_version is None:
+                stored = self._parse(raw)
+                self._seen_version = (stored.lineage, stored.serial)
+            lineage, serial = self._seen_version
+            if lineage != state.lineage or serial != state.serial:
                 raise StateError(
                     f"{self.path}: refusing to write a state based on lineage {state.lineage} "
-                    f"serial {state.serial} over stored lineage {stored.lineage} serial "
-                    f"{stored.serial}; the file was not changed"
+                    f"serial {state.serial} over stored lineage {lineage} serial "
+                    f"{serial}; the file was not changed"
                 )
         new = replace(state, serial=state.serial + 1)
-        data = (json.dumps(new.to_dict(), indent=2) + "\n").encode("utf-8")
+        data = (new.to_json(self._json_cache) + "\n").encode("utf-8")
         directory = self.path.parent
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             if raw is not None:
-                # The backup is written from the bytes just verified, not copied from the
-                # file, so it is exactly the version being replaced.
-                self._replace_atomically(self.backup_path, raw)
+                self._keep_backup(raw)
             self._replace_atomically(self.path, data)
         except OSError as exc:
             raise StateError(
@@ -125,7 +133,32 @@ class LocalStateBackend(StateBackend):
                 "previous state was kept"
             ) from None
         self._seen = _digest(data)
+        self._seen_version = (new.lineage, new.serial)
         return new
+
+    def _keep_backup(self, raw: bytes) -> None:
+        """Make the version being replaced (``raw``, just verified) the backup.
+
+        A hard link to the state file costs no copy: apply writes the state after every
+        API call, and copying a large state each time doubled the I/O. Writers only ever
+        rename a new file into place, so the linked file keeps its bytes; they are checked
+        against ``raw`` all the same. Where hard links are not supported, ``raw`` is written.
+        """
+        temp = self.backup_path.with_name(f".{self.backup_path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            os.link(self.path, temp)
+        except OSError:
+            self._replace_atomically(self.backup_path, raw)
+            return
+        try:
+            if temp.read_bytes() != raw:
+                raise StateError(self._moved_message(self._raw()))
+            os.replace(temp, self.backup_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        _fsync_dir(self.backup_path.parent)
 
     def _replace_atomically(self, target: Path, data: bytes) -> None:
         temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")

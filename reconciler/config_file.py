@@ -1,0 +1,148 @@
+"""reconciler.yaml at the repository root: where state lives, so CI jobs need no long flags.
+
+    state:                      # or: {backend: local, path: state/tokens.state.json}
+      backend: s3
+      bucket: my-bucket
+      key: reconciler/tokens.state.json
+      region: eu-west-1         # optional, like the rest below
+      endpoint_url: https://s3.example.com
+      kms_key_id: alias/reconciler   # SSE-KMS instead of the default SSE-S3 (AES256)
+      sse: AES256               # AES256 | aws:kms | none
+
+Precedence of the state location: --state, then $RECONCILER_STATE, then this file, then the
+default path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.backends.s3 import OPTION_KEYS, S3Location
+from reconciler.errors import ConfigError, Problem
+from reconciler.yamlload import YMap, load_yaml
+
+CONFIG_FILE_NAME = "reconciler.yaml"
+ENV_STATE = "RECONCILER_STATE"
+
+TOP_LEVEL_KEYS = ("state",)
+_S3_KEYS = ("backend", "bucket", "key", *OPTION_KEYS)
+_LOCAL_KEYS = ("backend", "path")
+
+
+@dataclass(frozen=True)
+class StateSetting:
+    """A state location (a ``--state`` value) and where it was set, for ``-v`` and errors."""
+
+    location: str
+    source: str
+
+
+def resolve_state_location(
+    flag: str | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> StateSetting | None:
+    """The configured state location, or None for the default."""
+    if flag:
+        return StateSetting(flag, "--state")
+    env = os.environ if env is None else env
+    from_env = env.get(ENV_STATE, "").strip()
+    if from_env:
+        return StateSetting(from_env, f"${ENV_STATE}")
+    path = (cwd / CONFIG_FILE_NAME) if cwd is not None else Path(CONFIG_FILE_NAME)
+    return load_state_setting(path)
+
+
+def load_state_setting(path: Path) -> StateSetting | None:
+    """The ``state:`` section of ``path``; None when the file or the section is absent.
+    Every problem in the file is reported at once, each with its line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    display = str(path)
+    root, problems = load_yaml(text, display)
+    setting: StateSetting | None = None
+    if not problems and root is not None:
+        setting = _state_section(root, path, problems)
+    if problems:
+        count = len(problems)
+        head = f"{count} problem{'s' if count != 1 else ''} in {display}"
+        raise ConfigError(head + ":\n" + "\n".join(f"  {p}" for p in problems))
+    return setting
+
+
+def _state_section(root: Any, path: Path, problems: list[Problem]) -> StateSetting | None:
+    display = str(path)
+    if not isinstance(root, YMap):
+        problems.append(Problem(display, None, "expected a mapping with a `state:` section"))
+        return None
+    for key in root:
+        if key not in TOP_LEVEL_KEYS:
+            problems.append(
+                Problem(
+                    display,
+                    root.key_lines.get(key),
+                    f"unknown key {key!r} (known: {', '.join(TOP_LEVEL_KEYS)})",
+                )
+            )
+    section = root.get("state")
+    line = root.key_lines.get("state")
+    if section is None:
+        return None
+    if not isinstance(section, YMap):
+        problems.append(
+            Problem(display, line, "state must be a mapping with backend: s3 or backend: local")
+        )
+        return None
+
+    def at(key: str) -> int | None:
+        return section.key_lines.get(key, line)
+
+    values: dict[str, str] = {}
+    for key, value in section.items():
+        if not isinstance(value, str) or not value.strip():
+            problems.append(Problem(display, at(key), f"state.{key} must be a non-empty string"))
+        else:
+            values[key] = value.strip()
+    backend = section.get("backend")
+    if backend not in ("s3", "local"):
+        problems.append(Problem(display, at("backend"), "state.backend must be s3 or local"))
+        return None
+    known = _S3_KEYS if backend == "s3" else _LOCAL_KEYS
+    for key in section:
+        if key not in known:
+            problems.append(
+                Problem(
+                    display,
+                    at(key),
+                    f"unknown key state.{key} for backend {backend} (known: {', '.join(known)})",
+                )
+            )
+    source = f"{display}:{line}"
+    if backend == "local":
+        if "path" not in values:
+            return None  # the default path (or a problem already reported)
+        local = Path(values["path"]).expanduser()
+        if not local.is_absolute() and path.parent != Path():
+            local = path.parent / local
+        return StateSetting(str(local), source)
+    for required in ("bucket", "key"):
+        if required not in section:
+            problems.append(Problem(display, line, f"state.{required} is required for s3"))
+    if problems:
+        return None
+    options = {key: values[key] for key in OPTION_KEYS if key in values}
+    try:
+        location = S3Location.from_options(values["bucket"], values["key"], options)
+    except ConfigError as exc:
+        problems.append(Problem(display, line, str(exc)))
+        return None
+    return StateSetting(location.to_location(), source)

@@ -1,0 +1,212 @@
+"""What "converged" and "recoverable" mean, checked against the local API's own database.
+
+Shared by the chaos, fault and concurrency tests. A ``Workspace`` is one user's setup
+(manifest, state file, secrets file) against one local API; ``check_converged`` is the
+guarantee after a successful apply, ``check_recoverable`` the one at any instant of an
+interrupted apply.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from leakcheck import REGISTRY, CliResult, run_cli
+
+from reconciler.backends.local import LocalStateBackend
+from reconciler.server.store import TokenRecord, parse_db_time
+from reconciler.state import State
+
+if TYPE_CHECKING:
+    from conftest import LocalApi
+
+# planner.ORPHAN_CLOCK_SKEW: a live token created this long before a pending create started
+# may still be that create's orphan.
+ORPHAN_SKEW = timedelta(minutes=2)
+
+
+def token_spec(
+    name: str, *, scopes: tuple[str, ...] = ("api",), description: str = ""
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": name, "scopes": list(scopes)}
+    if description:
+        spec["description"] = description
+    return spec
+
+
+@dataclass
+class Workspace:
+    """Files of one reconciler user against ``api``."""
+
+    api: LocalApi
+    home: Path
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def manifest(self) -> Path:
+        return self.home / "manifests" / "tokens.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.home / "state" / "tokens.state.json"
+
+    @property
+    def sink(self) -> Path:
+        return self.home / "secrets" / "new-tokens.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.state.with_name(self.state.name + ".lock")
+
+    def declare(self, specs: list[dict[str, Any]]) -> None:
+        self.specs = {spec["name"]: spec for spec in specs}
+        self.manifest.parent.mkdir(parents=True, exist_ok=True)
+        self.manifest.write_text(yaml.safe_dump({"tokens": specs}, sort_keys=False))
+
+    @property
+    def connection(self) -> list[str]:
+        return [
+            "--endpoint",
+            self.api.url,
+            "--api-key",
+            self.api.admin_key,
+            "--state",
+            str(self.state),
+        ]
+
+    def apply_args(self, *extra: str, parallelism: int = 4) -> list[str]:
+        return [
+            "apply",
+            str(self.manifest),
+            *self.connection,
+            "--auto-approve",
+            "--secrets-out",
+            str(self.sink),
+            "--parallelism",
+            str(parallelism),
+            *extra,
+        ]
+
+    def plan_args(self, *extra: str) -> list[str]:
+        return ["plan", str(self.manifest), *self.connection, *extra]
+
+    def apply(self, *extra: str, parallelism: int = 4) -> CliResult:
+        result = run_cli(*self.apply_args(*extra, parallelism=parallelism), home=self.home)
+        self.record()
+        return result
+
+    def plan(self, *extra: str) -> CliResult:
+        return run_cli(*self.plan_args(*extra), home=self.home)
+
+    def read_state(self) -> State | None:
+        return LocalStateBackend(self.state).read()
+
+    def sink_values(self) -> dict[str, str]:
+        return REGISTRY.add_sink_file(self.sink)
+
+    def record(self) -> None:
+        """Register the sink's values as secrets and state files as artifacts."""
+        self.sink_values()
+        REGISTRY.record_state_files(self.state)
+
+    def live(self) -> list[TokenRecord]:
+        store = self.api.store
+        records, _total = store.list_tokens(store.default_user, start=0, count=1_000_000)
+        return records
+
+    def converge(self, *extra: str, runs: int = 8, parallelism: int = 4) -> list[CliResult]:
+        """Apply until one run succeeds (at most ``runs``); returns every run."""
+        results: list[CliResult] = []
+        for _ in range(runs):
+            result = self.apply(*extra, parallelism=parallelism)
+            results.append(result)
+            assert "Traceback" not in result.err, result
+            if result.code == 0:
+                return results
+            assert result.code == 1, result
+        raise AssertionError(
+            f"apply did not converge in {runs} runs; last:\n{results[-1]}\n"
+            f"api stats: {self.api.stats()}"
+        )
+
+
+@dataclass(frozen=True)
+class Recoverable:
+    owned_live: int
+    orphans: int
+    retired_live: int
+
+
+def check_recoverable(ws: Workspace) -> Recoverable:
+    """What must hold at any instant of an interrupted apply: state is readable and every
+    live token is either owned, the old half of a replacement (retired), or the orphan of
+    a recorded pending create that the next plan deletes. Nothing else may exist: that
+    would be a token nobody will ever clean up, whose secret may be lost."""
+    state = ws.read_state()
+    live = ws.live()
+    if state is None:
+        assert not live, f"no state was written, yet {len(live)} tokens exist"
+        return Recoverable(0, 0, 0)
+    owned = {t.uid for t in state.tokens.values()}
+    retired = set(state.retired)
+    orphans = 0
+    strays: list[str] = []
+    for token in live:
+        if token.uid in owned or token.uid in retired:
+            continue
+        pending = state.pending.get(token.name)
+        created = parse_db_time(token.created_at)
+        assert created is not None
+        if pending is not None and created >= pending.started_at - ORPHAN_SKEW:
+            orphans += 1
+            continue
+        strays.append(f"{token.name} {token.uid}")
+    assert not strays, f"live tokens neither owned nor pending orphans: {strays}"
+    return Recoverable(
+        owned_live=sum(1 for t in live if t.uid in owned),
+        orphans=orphans,
+        retired_live=sum(1 for t in live if t.uid in retired),
+    )
+
+
+def check_converged(ws: Workspace) -> None:
+    """The guarantee after a successful apply: exactly one live token per declared name and
+    nothing else; state owns exactly those (nothing pending or retired); and the secrets
+    file holds, for every name, a value that authenticates as that very token."""
+    declared = set(ws.specs)
+    live = ws.live()
+    counts = Counter(t.name for t in live)
+    duplicates = {name: n for name, n in counts.items() if n > 1}
+    assert not duplicates, f"duplicate live tokens: {duplicates}"
+    assert set(counts) == declared, (
+        f"missing: {sorted(declared - set(counts))}, extra: {sorted(set(counts) - declared)}"
+    )
+    by_name = {t.name: t for t in live}
+
+    state = ws.read_state()
+    assert state is not None
+    assert not state.pending, f"pending creates left in state: {sorted(state.pending)}"
+    assert not state.retired, f"retired tokens left in state: {sorted(state.retired)}"
+    assert set(state.tokens) == declared
+    for name, owned in state.tokens.items():
+        assert owned.uid == by_name[name].uid, f"{name}: state owns {owned.uid}, live is other"
+        recorded = set(owned.spec.scopes)
+        assert recorded == set(by_name[name].scopes) == set(ws.specs[name]["scopes"]), name
+
+    sink = ws.sink_values()
+    undelivered: list[str] = []
+    for name, token in by_name.items():
+        value = sink.get(name)
+        principal = ws.api.store.authenticate(value) if value else None
+        if principal is None or principal.token_uid != token.uid:
+            undelivered.append(name)
+    assert not undelivered, f"live tokens whose value is not in the secrets file: {undelivered}"
+
+
+def check_no_changes(ws: Workspace) -> None:
+    result = ws.plan("--detailed-exitcode")
+    assert result.code == 0, result

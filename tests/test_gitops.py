@@ -1,0 +1,1172 @@
+"""The GitOps workflow end to end, through the real CLI against the real local API: saved
+plans and their staleness checks, plan formats and snapshots, state locking between real
+processes, the state commands, schema/pre-commit, and the CI workflows of
+docs/github-actions.md run step by step."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ciemulator import GitHubRun, GitLabPipeline, Machine, git, interpolate
+from clihelpers import CliResult, cli_env, run_cli
+from conftest import LocalApi
+from gitops_helpers import Workspace, age_token, all_uids
+
+from reconciler.spec import utcnow
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
+UPDATE_SNAPSHOTS = os.environ.get("RECONCILER_UPDATE_SNAPSHOTS") == "1"
+
+DEPLOYER = {"name": "ci-deployer", "description": "Deploys bentos", "scopes": ["api"]}
+GRAFANA = {"name": "grafana-reader", "description": "Dashboards", "scopes": ["read_cluster"]}
+AUDIT = {"name": "audit", "description": "Auditor", "scopes": ["read_organization"]}
+
+
+@pytest.fixture
+def ws(tmp_path: Path, local_api: LocalApi) -> Workspace:
+    return Workspace(tmp_path / "repo", local_api)
+
+
+def ok(result: CliResult, *codes: int) -> CliResult:
+    assert result.exit_code in (codes or (0,)), str(result)
+    return result
+
+
+def failed(result: CliResult, *needles: str) -> str:
+    """Assert exit 1 with one error line (no traceback) containing every needle."""
+    assert result.exit_code == 1, str(result)
+    assert "Traceback" not in result.stderr, str(result)
+    for needle in needles:
+        assert needle in result.stderr, f"{needle!r} not in:\n{result}"
+    return result.stderr
+
+
+def secrets_in(path: Path) -> dict[str, str]:
+    data: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+# ---------------------------------------------------------------- saved plans
+
+
+def test_saved_plan_round_trip_applies_exactly_what_was_planned(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER, GRAFANA)
+    planned = ok(ws.run("plan", "--out", "plan.json"))
+    assert "Saved the plan to plan.json. Apply it with: reconciler apply plan.json" in (
+        planned.stderr
+    )
+    planfile = ws.root / "plan.json"
+    assert stat.S_IMODE(planfile.stat().st_mode) == 0o600
+    # show renders the saved plan exactly as plan rendered it, in every format.
+    for fmt in ("text", "markdown", "json"):
+        shown = ok(ws.run("show", "plan.json", "--format", fmt)).stdout
+        again = ok(ws.call("plan", "--format", fmt, "--lock=false")).stdout
+        if fmt == "json":  # made at another moment
+            shown_data, again_data = json.loads(shown), json.loads(again)
+            assert shown_data.pop("created_at") != again_data.pop("created_at")
+            # No state yet: each plan names the fresh lineage a first apply would start.
+            assert shown_data.pop("state")["serial"] == again_data.pop("state")["serial"] == 0
+            assert shown_data == again_data
+        else:
+            assert shown == again
+    assert ok(ws.call("show", "plan.json")).stdout == planned.stdout
+
+    # The manifests change after planning: the saved plan still does what it said.
+    ws.manifest({**DEPLOYER, "description": "Edited later"}, GRAFANA, AUDIT)
+    applied = ok(ws.run("apply", "plan.json", "--secrets-out", "secrets.json"))
+    assert "Apply complete: 2 created." in applied.stdout
+    assert sorted(ws.live()) == ["ci-deployer", "grafana-reader"]
+    assert sorted(secrets_in(ws.root / "secrets.json")) == ["ci-deployer", "grafana-reader"]
+    state = ws.state()
+    assert {t["name"]: t["spec"]["description"] for t in state["tokens"]} == {
+        "ci-deployer": "Deploys bentos",
+        "grafana-reader": "Dashboards",
+    }
+    # A fresh plan now sees the later edits.
+    fresh = ok(ws.call("plan", "--detailed-exitcode"), 2)
+    assert "Plan: 1 to create, 1 to replace, 0 to delete, 0 to adopt." in fresh.stdout
+
+
+def test_saved_plan_holds_no_secret(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER)
+    ok(ws.call("plan", "--out", "plan.json"))
+    ok(ws.call("apply", "plan.json", "--secrets-out", "secrets.json"))
+    ws.manifest({**DEPLOYER, "scopes": ["api", "read_cluster"]})
+    ok(ws.run("plan", "--out", "plan2.json"))
+    value = secrets_in(ws.root / "secrets.json")["ci-deployer"]
+    for name in ("plan.json", "plan2.json"):
+        text = (ws.root / name).read_text(encoding="utf-8")
+        assert value not in text
+        assert ws.api.admin_key not in text
+        assert "rct_" not in text  # the local API's token value prefix
+        data = json.loads(text)
+        assert data["kind"] == "reconciler-plan"
+        assert data["planfile_version"] == 1
+        assert data["plan"]["format_version"] == 1
+
+
+def test_saved_plan_is_applied_without_confirmation_but_needs_a_sink(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER)
+    ok(ws.call("plan", "--out", "plan.json"))
+    # No terminal, no --auto-approve: a saved plan is the approval, but a create still needs
+    # somewhere to put its secret.
+    failed(ws.run("apply", "plan.json"), "--secrets-out FILE", "--discard-secrets")
+    assert ws.live() == {}
+    assert not ws.state_path.exists()
+    done = ok(ws.run("apply", "plan.json", "--discard-secrets"))
+    assert "Apply complete: 1 created." in done.stdout
+    assert list(ws.live()) == ["ci-deployer"]
+    # Applying from manifests still asks (and refuses without a terminal).
+    ws.manifest(DEPLOYER, GRAFANA)
+    failed(ws.run("apply", "--secrets-out", "s.json"), "stdin is not a terminal")
+    assert list(ws.live()) == ["ci-deployer"]
+
+
+def test_saved_plan_refuses_prune_at_apply_time(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER)
+    ok(ws.call("plan", "--out", "plan.json"))
+    failed(ws.run("apply", "plan.json", "--prune", "--discard-secrets"), "--prune")
+    assert ws.live() == {}
+
+
+def test_saved_plan_without_changes_applies_as_a_no_op(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER)
+    ws.setup("apply", "--auto-approve", "--discard-secrets")
+    serial = ws.state()["serial"]
+    ok(ws.call("plan", "--out", "plan.json", "--detailed-exitcode"))
+    applied = ok(ws.run("apply", "plan.json"))
+    assert "No changes." in applied.stdout
+    assert ws.state()["serial"] == serial
+
+
+def _applied_base(ws: Workspace) -> None:
+    """Owned ci-deployer and grafana-reader; manifests then ask to replace ci-deployer and
+    create audit."""
+    ws.manifest(DEPLOYER, GRAFANA)
+    ws.setup("apply", "--auto-approve", "--discard-secrets")
+    ws.manifest({**DEPLOYER, "scopes": ["api", "write_cluster"]}, GRAFANA, AUDIT)
+
+
+def _assert_stale(ws: Workspace, *needles: str) -> None:
+    def snapshot() -> tuple[object, ...]:
+        exists = ws.state_path.exists()
+        return (ws.live(), exists and ws.state_path.read_bytes())
+
+    before = snapshot()
+    stderr = failed(
+        ws.run("apply", "plan.json", "--discard-secrets"), "saved plan is stale", *needles
+    )
+    assert "reconciler plan --out" in stderr
+    assert snapshot() == before, "a stale plan changed something"
+
+
+def test_stale_plan_when_state_serial_moved(ws: Workspace) -> None:
+    _applied_base(ws)
+    ok(ws.call("plan", "--out", "plan.json"))
+    serial = ws.state()["serial"]
+    ok(ws.call("state", "rm", "grafana-reader", "--yes"))  # any write moves the serial
+    _assert_stale(
+        ws, f"the state changed since the plan was made (serial {serial} -> {serial + 1})"
+    )
+
+
+def test_stale_plan_when_state_lineage_changed(ws: Workspace) -> None:
+    _applied_base(ws)
+    ok(ws.call("plan", "--out", "plan.json"))
+    data = ws.state()
+    old_lineage = data["lineage"]
+    data["lineage"] = str(uuid.uuid4())  # another state file, same serial
+    ws.state_path.write_text(json.dumps(data), encoding="utf-8")
+    _assert_stale(ws, f"the state lineage changed ({old_lineage} -> {data['lineage']})")
+
+
+def test_stale_plan_when_state_vanished_or_appeared(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER)
+    ok(ws.call("plan", "--out", "first.json"))  # made with no state at all
+    _applied_base(ws)
+    failed(
+        ws.run("apply", "first.json", "--discard-secrets"),
+        "a state was written since the plan was made (none then, serial",
+    )
+    ok(ws.call("plan", "--out", "plan.json"))
+    serial = ws.state()["serial"]
+    ws.state_path.rename(ws.root / "elsewhere.json")
+    _assert_stale(ws, f"the state is gone (the plan was made from serial {serial})")
+
+
+def test_stale_plan_when_affected_live_tokens_changed(ws: Workspace) -> None:
+    _applied_base(ws)
+    owned = ws.owned()
+    ok(ws.call("plan", "--out", "plan.json"))
+    # Tokens the plan does not touch may change freely: still fresh.
+    ws.seed("someone-elses")
+    ws.delete_by_hand(owned["grafana-reader"])
+    # ...but not those it touches: the one it replaces, and the name it creates.
+    ws.delete_by_hand(owned["ci-deployer"])
+    intruder = ws.seed("audit", description="made by hand", scopes=["api"])
+    _assert_stale(
+        ws,
+        f"a token named audit ({intruder}) was created",
+        f"ci-deployer ({owned['ci-deployer']}) was deleted",
+    )
+    assert "grafana-reader" not in failed(ws.call("apply", "plan.json", "--discard-secrets"))
+
+
+def test_stale_plan_names_the_changed_attributes(ws: Workspace) -> None:
+    _applied_base(ws)
+    uid = ws.owned()["ci-deployer"]
+    ok(ws.call("plan", "--out", "plan.json"))
+    age_token(ws.api, uid, created_at=utcnow(), expired_at=utcnow() + timedelta(days=3))
+    _assert_stale(ws, f"ci-deployer ({uid}) changed its expiry")
+
+
+def test_untouched_live_changes_do_not_make_a_plan_stale(ws: Workspace) -> None:
+    _applied_base(ws)
+    ok(ws.call("plan", "--out", "plan.json"))
+    ws.seed("someone-elses")
+    applied = ok(ws.run("apply", "plan.json", "--secrets-out", "s.json"))
+    assert "Apply complete: 1 replaced, 1 created." in applied.stdout or (
+        "Apply complete: 1 created, 1 replaced." in applied.stdout
+    )
+    assert sorted(secrets_in(ws.root / "s.json")) == ["audit", "ci-deployer"]
+
+
+def test_stale_plan_for_another_endpoint(ws: Workspace) -> None:
+    _applied_base(ws)
+    ok(ws.call("plan", "--out", "plan.json"))
+    # The same server under another name is another endpoint as far as state is concerned.
+    other = ws.api.url.replace("127.0.0.1", "localhost")
+    failed(
+        ws.run("apply", "plan.json", "--endpoint", other, "--discard-secrets"),
+        f"saved plan is for endpoint {ws.api.url}, not {other}",
+    )
+    # With a separate state file for that endpoint, the endpoint is still what is refused.
+    stderr = failed(
+        ws.call(
+            "apply", "plan.json", "--endpoint", other, "--state", "other.json", "--discard-secrets"
+        ),
+        "saved plan is for endpoint",
+    )
+    assert "belongs to endpoint" not in stderr
+    assert not (ws.root / "other.json").exists()
+
+
+def test_plan_with_conflict_leaves_no_plan_file(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER)
+    ws.seed("ci-deployer", description="hand made", scopes=["api"])
+    result = ws.run("plan", "--out", "plan.json", "--detailed-exitcode")
+    failed(result, "1 conflict must be resolved", "reconciler import ci-deployer")
+    assert "not owned by reconciler and differs from the manifest" in result.stdout
+    assert not (ws.root / "plan.json").exists()
+
+
+def test_detailed_exitcode(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER)
+    assert ws.run("plan", "--detailed-exitcode").exit_code == 2
+    assert ws.call("plan").exit_code == 0
+    ws.setup("apply", "--auto-approve", "--discard-secrets")
+    assert ws.run("plan", "--detailed-exitcode").exit_code == 0
+    (ws.root / "manifests" / "broken.yaml").write_text("tokens: [{name: Bad}]\n")
+    failed(ws.run("plan", "--detailed-exitcode"), "broken.yaml")
+
+
+def test_github_step_summary_gets_the_markdown(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER, GRAFANA)
+    summary = ws.root / "summary.md"
+    summary.write_text("# Earlier step\n", encoding="utf-8")
+    env = {"GITHUB_STEP_SUMMARY": str(summary)}
+    text = ok(ws.run("plan", env=env)).stdout
+    markdown = ok(ws.call("plan", "--format", "markdown")).stdout
+    assert not summary.read_text().startswith("### Reconciler")
+    assert summary.read_text(encoding="utf-8") == "# Earlier step\n" + markdown + "\n"
+    assert text.startswith("Actions are shown")  # stdout keeps the chosen format
+    ok(ws.call("plan", "--format", "markdown", env=env))
+    assert summary.read_text(encoding="utf-8").count("### Reconciler plan") == 2
+
+
+# ---------------------------------------------------------------- formats and snapshots
+
+_UID = re.compile(r"tok(_|&#95;)([0-9a-f]{20})")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_SHA = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def normalise(text: str, uids: dict[str, str]) -> str:
+    """Output made comparable across runs: a uid becomes tok_ and its token's name, padded
+    to the same width (columns stay aligned); moments become <time>."""
+
+    def uid(match: re.Match[str]) -> str:
+        name = uids.get("tok_" + match.group(2), "?")
+        return f"tok{match.group(1)}" + name[:20].ljust(20, ".")
+
+    text = _UID.sub(uid, text)
+    text = _TIME.sub("<time>", text)
+    text = _UUID.sub("<lineage>", text)
+    # How many writes an apply takes depends on how its state updates were batched.
+    text = re.sub(r'"serial": \d+', '"serial": "<serial>"', text)
+    return _SHA.sub("<sha256>", text)
+
+
+def check_snapshot(name: str, text: str) -> None:
+    """Compare with tests/snapshots/NAME; RECONCILER_UPDATE_SNAPSHOTS=1 rewrites it."""
+    path = SNAPSHOTS / name
+    if UPDATE_SNAPSHOTS or not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        if not UPDATE_SNAPSHOTS:
+            pytest.fail(f"{path} did not exist and was written: review it and commit it")
+    assert text == path.read_text(encoding="utf-8"), (
+        f"{name} differs from its snapshot; if the change is intended, re-run with "
+        "RECONCILER_UPDATE_SNAPSHOTS=1 and review the diff"
+    )
+
+
+NIGHTLY = {
+    "name": "nightly",
+    "description": "Nightly jobs",
+    "scopes": ["api"],
+    "expires": "30d",
+    "rotate_before": "14d",
+}
+KEEP = {"name": "keep", "description": "Unchanged", "scopes": ["read_cluster"]}
+
+
+@pytest.fixture
+def every_kind(ws: Workspace) -> Workspace:
+    """A workspace whose next plan has every action kind and a conflict:
+    create ci-deployer, replace reader (scopes) and nightly (rotation), delete old-bot,
+    adopt shared, forget gone-bot, conflict on legacy; keep unchanged; stray unmanaged."""
+    reader = {"name": "reader", "description": "Reads", "scopes": ["api"]}
+    old_bot = {"name": "old-bot", "description": "Retired", "scopes": ["api"]}
+    gone_bot = {"name": "gone-bot", "description": "Deleted by hand", "scopes": ["api"]}
+    ws.manifest(KEEP, reader, old_bot, gone_bot, NIGHTLY)
+    ws.setup("apply", "--auto-approve", "--discard-secrets")
+    owned = ws.owned()
+    expires = utcnow() + timedelta(days=3, hours=1)
+    age_token(ws.api, owned["nightly"], created_at=expires - timedelta(days=30), expired_at=expires)
+    ws.delete_by_hand(owned["gone-bot"])
+    ws.seed("shared", description="Shared by hand", scopes=["api"])
+    ws.seed("legacy", description="Made | by *hand*", scopes=["api"])
+    ws.seed("stray", description="Not ours")
+    ws.manifest(
+        KEEP,
+        {**reader, "scopes": ["read_cluster"]},
+        NIGHTLY,
+        DEPLOYER,
+        {"name": "shared", "description": "Shared by hand", "scopes": ["api"]},
+        {"name": "legacy", "description": "Declared", "scopes": ["api"]},
+    )
+    return ws
+
+
+def test_plan_formats_with_every_action_kind_match_snapshots(every_kind: Workspace) -> None:
+    ws = every_kind
+    outputs = {}
+    for fmt, suffix in (("text", "txt"), ("markdown", "md"), ("json", "json")):
+        result = ws.run("plan", "--format", fmt)
+        failed(result, "1 conflict must be resolved before this plan can be applied")
+        outputs[fmt] = result.stdout
+        check_snapshot(f"plan-every-kind.{suffix}", normalise(result.stdout, all_uids(ws.api)))
+    markdown = outputs["markdown"]
+    lines = markdown.splitlines()
+    assert lines[2].startswith("**Plan: 1 to create, 2 to replace, 1 to delete, 1 to adopt, 1 to")
+    kinds = [row.split("|")[2].strip(" *") for row in lines if row.startswith("| `")]
+    assert kinds == ["replace", "replace", "delete", "create", "adopt", "forget"]
+    assert "rotation due: expires in 3d &#60; rotate&#95;before 14d" in markdown
+    assert "<details><summary>1 unchanged, 1 unmanaged</summary>" in markdown
+    data = json.loads(outputs["json"])
+    assert data["format_version"] == 1
+    assert data["summary"] == {
+        "create": 1,
+        "replace": 2,
+        "delete": 1,
+        "adopt": 1,
+        "forget": 1,
+        "unchanged": 1,
+        "unmanaged": 1,
+        "conflicts": 1,
+    }
+    by_name = {a["name"]: a for a in data["actions"]}
+    assert by_name["nightly"]["routine"] is True
+    assert by_name["reader"]["destructive"] is True
+    assert data["conflicts"][0]["name"] == "legacy"
+
+
+def test_markdown_stays_within_a_pull_request_comment() -> None:
+    from reconciler.plan import Action, Conflict, Plan
+    from reconciler.render import MARKDOWN_LIMIT, render_markdown
+    from reconciler.spec import TokenSpec
+
+    creates = [
+        Action("create", f"svc-{n:04d}", None, TokenSpec(name=f"svc-{n:04d}"), ("new",))
+        for n in range(3000)
+    ]
+    deletes = [Action("delete", f"old-{n:03d}", f"u{n}", None, ("removed",)) for n in range(50)]
+    conflict = Conflict("taken", "u-taken", "not owned", "rename it")
+    plan = Plan(actions=(*creates, *deletes), conflicts=(conflict,), desired_count=3001)
+    text = render_markdown(plan)
+    assert len(text) <= MARKDOWN_LIMIT
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    # The riskiest rows and every conflict are kept; creates are cut first, and counted.
+    assert sum("**delete**" in row for row in rows) == 50
+    assert "<code>taken</code>" in text
+    shown = sum(" create " in row for row in rows)
+    assert 0 < shown < 3000
+    assert f"*{3000 - shown} more actions not shown ({3000 - shown} create): " in text
+    assert text.rstrip().endswith("</details>")
+    # A small plan is never cut.
+    small = Plan(actions=tuple(creates[:5]), desired_count=5)
+    assert "not shown" not in render_markdown(small)
+
+
+def test_plan_file_may_have_any_name(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER)
+    ok(ws.call("plan", "--out", "tokens.plan.out"))
+    assert (
+        "Apply complete: 1 created."
+        in ok(ws.call("apply", "tokens.plan.out", "--discard-secrets")).stdout
+    )
+
+
+def test_json_plan_documents_its_keys(every_kind: Workspace) -> None:
+    """The keys of the JSON view are the ones docs/github-actions.md documents."""
+    data = json.loads(every_kind.call("plan", "--format", "json").stdout)
+    doc = (ROOT / "docs" / "github-actions.md").read_text(encoding="utf-8")
+    for key in data:
+        assert f"`{key}`" in doc, key
+    for key in data["actions"][0]:
+        assert f"`{key}`" in doc, key
+    for key in data["conflicts"][0]:
+        assert f"`{key}`" in doc, key
+
+
+# ---------------------------------------------------------------- locking between processes
+
+
+def _start(ws: Workspace, *args: str) -> subprocess.Popen[str]:
+    """Start ``python -m reconciler ARGS`` in the background (stdin not a terminal)."""
+    env = dict(os.environ)
+    for key, value in cli_env(ws.root, ws.env).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args],
+        cwd=ws.root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_lock(ws: Workspace, process: subprocess.Popen[str]) -> dict[str, Any]:
+    """The lock ``process`` holds, once it is taken and written."""
+    lock = ws.state_path.with_name(ws.state_path.name + ".lock")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            data: dict[str, Any] = json.loads(lock.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            time.sleep(0.02)
+            continue
+        assert data["pid"] == process.pid
+        return data
+    raise AssertionError("the slow apply never took the lock")
+
+
+@pytest.fixture
+def slow_apply(ws: Workspace, request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[str]]:
+    """An apply that holds the state lock for a while: four creates, one at a time, each
+    request to the API delayed by ``latency_ms`` (indirect parameter; by default 3 s, so
+    the lock is held for 15 s, far longer than the checks made meanwhile need even on a
+    loaded machine; tests that do not wait for it end it early)."""
+    latency = getattr(request, "param", 3000)
+    ws.manifest(*({"name": f"slow-{n}", "scopes": ["api"]} for n in range(4)))
+    ws.api.set_faults(latency_ms=latency)
+    process = _start(ws, "apply", "--auto-approve", "--discard-secrets", "--parallelism", "1")
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
+def test_second_process_fails_at_once_naming_the_holder(
+    ws: Workspace, slow_apply: subprocess.Popen[str]
+) -> None:
+    holder = _wait_for_lock(ws, slow_apply)
+    for command in (("plan",), ("apply", "--auto-approve", "--discard-secrets")):
+        result = ws.run(*command, "--lock-timeout", "0")
+        failed(
+            result,
+            f"(pid {slow_apply.pid}) for apply since",
+            f"lock id {holder['id']}",
+            f"reconciler force-unlock {holder['id']}",
+        )
+        # It gave up while the lock was still held: it did not wait for it.
+        assert slow_apply.poll() is None, "the slow apply finished too early to prove anything"
+    # Reading without the lock works meanwhile (at the slow API's pace).
+    unlocked = ws.run("plan", "--lock=false", "--detailed-exitcode")
+    assert unlocked.exit_code == 2, str(unlocked)
+    assert "Plan: 4 to create" in unlocked.stdout
+    assert slow_apply.poll() is None, "the slow apply finished too early to prove anything"
+    lock = json.loads(ws.state_path.with_name("tokens.state.json.lock").read_text())
+    assert lock["id"] == holder["id"]
+    slow_apply.terminate()  # stops after the call in flight, recording it
+    assert slow_apply.wait(timeout=60) == 1
+    assert not ws.state_path.with_name("tokens.state.json.lock").exists()
+
+
+@pytest.mark.parametrize("slow_apply", [1000], indirect=True)
+def test_second_process_waits_for_the_lock_with_a_timeout(
+    ws: Workspace, slow_apply: subprocess.Popen[str]
+) -> None:
+    holder = _wait_for_lock(ws, slow_apply)
+    second = _start(ws, "apply", "--auto-approve", "--discard-secrets", "--lock-timeout", "60s")
+    try:
+        stdout, stderr = second.communicate(timeout=90)
+    finally:
+        second.kill()
+    assert second.returncode == 0, stdout + stderr
+    first_out, first_err = slow_apply.communicate(timeout=30)
+    assert slow_apply.returncode == 0, first_out + first_err
+    # The second run started while the first held the lock, waited, and then found the
+    # first's work done.
+    assert stdout.startswith("No changes. 4 tokens match the manifests."), stdout + stderr
+    assert holder["pid"] != second.pid
+    assert ws.live() == {name: [uid] for name, uid in ws.owned().items()}
+    assert not ws.state_path.with_name("tokens.state.json.lock").exists()
+
+
+def test_lock_of_a_killed_apply_stays_until_force_unlock(
+    ws: Workspace, slow_apply: subprocess.Popen[str]
+) -> None:
+    holder = _wait_for_lock(ws, slow_apply)
+    time.sleep(4)  # into the creates
+    slow_apply.send_signal(signal.SIGKILL)
+    slow_apply.wait()
+    ws.api.set_faults(latency_ms=0)
+    lock = ws.state_path.with_name("tokens.state.json.lock")
+    assert json.loads(lock.read_text())["id"] == holder["id"]
+
+    # Never stolen, however long one waits: the holder is named, and so is its death.
+    for timeout in ("0", "1s"):
+        failed(
+            ws.run("apply", "--auto-approve", "--discard-secrets", "--lock-timeout", timeout),
+            f"lock id {holder['id']}",
+            f"pid {slow_apply.pid} no longer runs on this host",
+        )
+    assert json.loads(lock.read_text())["id"] == holder["id"]
+
+    wrong = str(uuid.uuid4())
+    failed(ws.call("force-unlock", wrong), f"locked with id {holder['id']}, not {wrong}")
+    assert lock.exists()
+    released = ok(ws.run("force-unlock", holder["id"]))
+    assert f"Released lock {holder['id']}" in released.stdout
+    assert not lock.exists()
+    failed(ws.call("force-unlock", holder["id"]), "is not locked")
+
+    # The next apply converges from whatever the killed one left.
+    ok(ws.run("apply", "--auto-approve", "--discard-secrets"))
+    assert ws.live() == {name: [uid] for name, uid in ws.owned().items()}
+    assert sorted(ws.live()) == [f"slow-{n}" for n in range(4)]
+    assert ws.call("plan", "--detailed-exitcode").exit_code == 0
+
+
+# ---------------------------------------------------------------- state commands
+
+
+def _run_on_a_terminal(ws: Workspace, *args: str, answer: str) -> tuple[int, str]:
+    """Run ``python -m reconciler ARGS`` with a pseudo-terminal as stdin and stdout, type
+    ``answer`` at its prompt, and return the exit code and everything it printed."""
+    import pty
+
+    env = dict(os.environ)
+    for key, value in cli_env(ws.root, ws.env).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args],
+        cwd=ws.root,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    output = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed: the process has exited
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not answered and b"[y/N]" in output:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+        code = process.wait(timeout=30)
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    return code, output.decode("utf-8", "replace")
+
+
+def test_import_checks_and_records_the_token(ws: Workspace) -> None:
+    legacy = ws.seed("legacy", description="Made by hand", scopes=["api"])
+    other = ws.seed("other", scopes=["api"])
+    ws.manifest(
+        DEPLOYER,
+        {"name": "legacy", "description": "Made by hand", "scopes": ["api"]},
+    )
+    ws.setup("apply", "--auto-approve", "--discard-secrets", "manifests")
+    # The apply adopted legacy (it matched): forget it again to import it by hand.
+    ws.setup("state", "rm", "legacy", "--yes")
+    serial = ws.state()["serial"]
+
+    failed(ws.run("import", "undeclared", legacy), "undeclared is not declared in the manifests")
+    failed(ws.run("import", "legacy", "tok_00000000000000000000"), "does not exist")
+    failed(ws.run("import", "legacy", other), "is named 'other', not 'legacy'")
+    failed(
+        ws.run("import", "ci-deployer", ws.owned()["ci-deployer"]),
+        "ci-deployer is already owned",
+        "reconciler state rm ci-deployer",
+    )
+    assert ws.state()["serial"] == serial, "a refused import wrote state"
+
+    imported = ok(ws.run("import", "legacy", legacy))
+    assert f"Imported legacy ({legacy})" in imported.stdout
+    assert ws.owned()["legacy"] == legacy
+    assert ws.state()["serial"] == serial + 1
+    assert ws.backup()["serial"] == serial
+    assert "legacy" not in {t["name"] for t in ws.backup()["tokens"]}
+    # The uid is now owned under its name: importing it again under another is refused.
+    assert ws.call("plan", "--detailed-exitcode").exit_code == 0
+    ws.manifest(DEPLOYER, {"name": "legacy", "description": "Made by hand", "scopes": ["api"]})
+    with (ws.root / "manifests" / "more.yaml").open("w") as handle:
+        handle.write("tokens:\n  - {name: legacy-copy, scopes: [api]}\n")
+    failed(ws.call("import", "legacy-copy", legacy), f"token {legacy} is already owned as legacy")
+
+
+def test_import_against_an_empty_state_starts_it(ws: Workspace) -> None:
+    uid = ws.seed("ci-deployer", description="Deploys bentos", scopes=["api"])
+    ws.manifest(DEPLOYER)
+    ok(ws.run("import", "ci-deployer", uid, "--lock-timeout", "5s"))
+    state = ws.state()
+    assert state["serial"] == 1
+    assert state["endpoint"] == ws.api.url
+    assert [(t["name"], t["uid"]) for t in state["tokens"]] == [("ci-deployer", uid)]
+    assert stat.S_IMODE(ws.state_path.stat().st_mode) == 0o600
+
+
+def test_state_list_and_show(ws: Workspace) -> None:
+    assert ok(ws.run("state", "list")).stdout == "No tokens in state.\n"
+    ws.manifest(
+        DEPLOYER,
+        {**GRAFANA, "scopes": ["read_organization", "read_cluster"]},
+        {**AUDIT, "expires": "2031-03-31"},
+    )
+    ws.setup("apply", "--auto-approve", "--discard-secrets")
+    owned = ws.owned()
+    listed = ok(ws.run("state", "list")).stdout.splitlines()
+    assert listed[0].split() == ["NAME", "UID", "SCOPES", "EXPIRES"]
+    rows = [line.split(None, 3) for line in listed[1:-1]]
+    assert rows == [
+        ["audit", owned["audit"], "read_organization", "2031-03-31 00:00 UTC"],
+        ["ci-deployer", owned["ci-deployer"], "api", "never"],
+        ["grafana-reader", owned["grafana-reader"], "read_cluster,read_organization", "never"],
+    ]
+    assert listed[-1] == f"3 tokens (serial {ws.state()['serial']})"
+
+    shown = json.loads(ok(ws.run("state", "show", "audit")).stdout)
+    assert shown["uid"] == owned["audit"]
+    assert shown["spec"]["expires"] == "2031-03-31T00:00:00Z"
+    assert shown["expired_at"] == "2031-03-31T00:00:00Z"
+    failed(ws.call("state", "show", "nope"), "nope is not in state", "reconciler state list")
+
+
+def test_state_rm_asks_and_keeps_the_live_token(ws: Workspace) -> None:
+    ws.manifest(DEPLOYER, GRAFANA)
+    ws.setup("apply", "--auto-approve", "--discard-secrets")
+    owned = ws.owned()
+    before = ws.state_path.read_bytes()
+
+    # No terminal and no --yes: refused, nothing written.
+    failed(ws.run("state", "rm", "ci-deployer"), "pass --yes")
+    assert ws.state_path.read_bytes() == before
+    # On a terminal it asks; "n" keeps it.
+    code, output = _run_on_a_terminal(ws, "state", "rm", "ci-deployer", answer="n")
+    assert code == 1, output
+    assert "Forget ci-deployer (the live token stays)? [y/N]" in output
+    assert "cancelled; state was not changed" in output
+    assert ws.state_path.read_bytes() == before
+    # "y" forgets it: a new serial, the previous version in the backup.
+    serial = ws.state()["serial"]
+    code, output = _run_on_a_terminal(ws, "state", "rm", "ci-deployer", answer="y")
+    assert code == 0, output
+    assert f"Forgot ci-deployer ({owned['ci-deployer']})" in output
+    assert "ci-deployer" not in ws.owned()
+    assert ws.state()["serial"] == serial + 1
+    assert ws.backup()["serial"] == serial
+    assert ws.backup()["tokens"] == json.loads(before)["tokens"]
+    # --yes needs no terminal.
+    removed = ok(ws.run("state", "rm", "grafana-reader", "--yes"))
+    assert "The live token was not deleted" in removed.stdout
+    assert ws.owned() == {}
+    assert ws.state()["serial"] == serial + 2
+    failed(ws.call("state", "rm", "grafana-reader", "--yes"), "grafana-reader is not in state")
+    # Both live tokens are untouched; still declared, they match, so the next plan adopts them.
+    assert ws.live() == {name: [uid] for name, uid in owned.items()}
+    plan = ok(ws.call("plan"))
+    assert "Plan: 0 to create, 0 to replace, 0 to delete, 2 to adopt." in plan.stdout
+
+
+# ---------------------------------------------------------------- schema and pre-commit
+
+
+def test_schema_command_matches_the_committed_schema_and_accepts_the_example(
+    tmp_path: Path,
+) -> None:
+    # Imported by name: it has no type information (a test dependency, see pyproject.toml).
+    jsonschema: Any = importlib.import_module("jsonschema")
+
+    result = ok(run_cli("schema", cwd=tmp_path))
+    committed = (ROOT / "schema" / "manifest.schema.json").read_text(encoding="utf-8")
+    assert result.stdout == committed
+    schema = json.loads(result.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    # Editors read YAML 1.2, where a date is a string: load the example the same way.
+    example_text = (ROOT / "manifests" / "example.yaml").read_text(encoding="utf-8")
+    example = json.loads(json.dumps(yaml.safe_load(example_text), default=str))
+    jsonschema.validate(example, schema)
+    bad = {"tokens": [{"name": "Bad_Name", "scopes": ["root"], "colour": 1}]}
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(bad))
+    assert errors
+
+
+def test_pre_commit_hook_validates_the_manifests(tmp_path: Path) -> None:
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    assert hook["id"] == "reconciler-validate"
+    assert hook["entry"] == "reconciler validate"
+    assert hook["language"] == "python"
+    assert hook["pass_filenames"] is False
+    files = re.compile(hook["files"])
+    assert all(files.search(name) for name in ("manifests/a.yaml", "b.yml", "x/c.yaml"))
+    assert not any(files.search(name) for name in ("plan.json", "README.md", "a.yaml.bak"))
+    # The doc's example config uses this hook.
+    config = yaml.safe_load(_doc_blocks()["pre-commit"][1])
+    assert config["repos"][0]["hooks"][0]["id"] == hook["id"]
+
+    # Run the entry as pre-commit would (no file names), in a repository with manifests.
+    repo = tmp_path / "repo"
+    (repo / "manifests").mkdir(parents=True)
+    (repo / "manifests" / "a.yaml").write_text("tokens:\n  - {name: one, scopes: [api]}\n")
+    (repo / "manifests" / "b.yaml").write_text("tokens:\n  - {name: two, scopes: [api]}\n")
+    entry = hook["entry"].split()
+    assert entry[0] == "reconciler"
+    assert ok(run_cli(*entry[1:], cwd=repo)).stdout == "2 tokens in 2 files: valid.\n"
+    # A duplicate across files is caught, which checking only the changed file would miss.
+    (repo / "manifests" / "b.yaml").write_text("tokens:\n  - {name: one, scopes: [api]}\n")
+    failed(run_cli(*entry[1:], cwd=repo), "b.yaml", "one")
+    # args name another directory.
+    (repo / "tokens").mkdir()
+    (repo / "tokens" / "t.yml").write_text("tokens:\n  - {name: three, scopes: [read_cluster]}\n")
+    assert ok(run_cli(*entry[1:], "tokens", cwd=repo)).stdout == "1 token in 1 file: valid.\n"
+
+
+# ---------------------------------------------------------------- docs/github-actions.md
+
+DOC = ROOT / "docs" / "github-actions.md"
+_BLOCK = re.compile(r"<!-- test: ([\w-]+) -->\n```(\w+)\n(.*?)\n```\n", re.S)
+_ANY_BLOCK = re.compile(r"```\w*\n(.*?)\n```", re.S)
+# A reconciler command inside code: at the start of a line or after a shell separator,
+# "run:" or "$ ", up to a redirection, a pipe or the end of the line.
+_COMMAND = re.compile(r"(?:^|(?<=[\s:;&|(]))(reconciler[ \t]+[^\n;&|>#]*)", re.M)
+_INLINE = re.compile(r"(?<!`)`(reconciler [^`]+)`(?!`)")
+EXECUTED_BLOCKS = ("github-workflow", "gitlab-ci", "local")
+
+
+def _doc_blocks() -> dict[str, tuple[str, str]]:
+    """The doc's code blocks marked ``<!-- test: NAME -->``: name -> (language, text)."""
+    text = DOC.read_text(encoding="utf-8")
+    return {m.group(1): (m.group(2), m.group(3) + "\n") for m in _BLOCK.finditer(text)}
+
+
+def _commands(text: str) -> list[str]:
+    return [m.group(1).strip() for m in _COMMAND.finditer(text)]
+
+
+def _argument_matches(documented: str, actual: str) -> bool:
+    """A documented argument matches an actual one; shell variables match anything."""
+    pattern = re.escape(documented)
+    pattern = re.sub(r"\\\$(\\\{)?[A-Za-z_]\w*(\\\})?", ".+", pattern)
+    return re.fullmatch(pattern, actual) is not None
+
+
+def _assert_all_ran(block: str, machine: Machine) -> None:
+    """Every reconciler command of ``block`` was run, with these arguments."""
+    import shlex
+
+    runs = [call["args"] for call in machine.calls("reconciler")]
+    for command in _commands(block):
+        expected = shlex.split(command)[1:]
+        assert any(
+            len(args) == len(expected) and all(map(_argument_matches, expected, args))
+            for args in runs
+        ), f"documented but never run: {command}\nran: {runs}"
+
+
+def _secret_works(api: LocalApi, value: str, uid: str) -> bool:
+    principal = api.store.authenticate(value)
+    return principal is not None and principal.token_uid == uid
+
+
+def _remote_state(remote: Path) -> dict[str, str]:
+    text = git("show", "reconciler-state:tokens.state.json", cwd=remote)
+    return {t["name"]: t["uid"] for t in json.loads(text)["tokens"]}
+
+
+Hosted = tuple[Machine, Path, Workspace]
+
+
+@pytest.fixture
+def hosted(tmp_path: Path, local_api: LocalApi) -> Hosted:
+    """A CI machine, a bare 'hosted' repository with manifests on main, and a developer's
+    clone of it, where the doc's one-time setup of the state branch has been run."""
+    machine = Machine(tmp_path / "ci")
+    remote = tmp_path / "remote.git"
+    remote.mkdir()
+    env = machine.env()
+    git("init", "--quiet", "--bare", cwd=remote, env=env)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    git("clone", "--quiet", str(remote), ".", cwd=dev, env=env)
+    tokens = Workspace(dev, local_api)
+    tokens.manifest(DEPLOYER, GRAFANA, NIGHTLY)
+    git("add", "manifests", cwd=dev, env=env)
+    git("commit", "--quiet", "-m", "Tokens", cwd=dev, env=env)
+    git("push", "--quiet", "origin", "main", cwd=dev, env=env)
+    setup = [line[2:] for line in _doc_blocks()["state-branch"][1].splitlines()]
+    result = machine.run_shell("\n".join(setup), cwd=dev, env=env, name="setup")
+    assert result.returncode == 0, result.stderr
+    assert git("ls-tree", "reconciler-state", cwd=remote) == ""
+    return machine, remote, tokens
+
+
+def _push(dev: Path, machine: Machine, branch: str) -> None:
+    env = machine.env()
+    git("add", "manifests", cwd=dev, env=env)
+    git("commit", "--quiet", "-m", f"Change on {branch}", cwd=dev, env=env)
+    git("push", "--quiet", "origin", branch, cwd=dev, env=env)
+
+
+def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None:
+    machine, remote, tokens = hosted
+    dev = tokens.root
+    workflow = yaml.safe_load(_doc_blocks()["github-workflow"][1])
+    secrets = {"BENTO_CLOUD_API_KEY": local_api.admin_key, "SECRETS_ADMIN_TOKEN": "admin-token"}
+    variables = {"BENTO_CLOUD_API_ENDPOINT": local_api.url}
+
+    def run(event: str, ref: str, checkout: str, pr: int | None = None) -> GitHubRun:
+        return GitHubRun(
+            machine,
+            remote,
+            workflow,
+            event=event,
+            ref=ref,
+            checkout=checkout,
+            secrets=secrets,
+            variables=variables,
+            pull_request=pr,
+        )
+
+    # A pull request adds a token: the plan is commented, nothing is applied.
+    git("switch", "--quiet", "-c", "feature", cwd=dev, env=machine.env())
+    tokens.manifest(DEPLOYER, GRAFANA, NIGHTLY, AUDIT)
+    _push(dev, machine, "feature")
+    pr = run("pull_request", "refs/pull/7/merge", "feature", pr=7)
+    plan = pr.run("plan")
+    assert plan.status == "success", str(plan)
+    assert plan.outputs == {"changes": "true"}
+    (comment,) = machine.calls("gh")
+    assert comment["args"] == [
+        "pr",
+        "comment",
+        "7",
+        "--edit-last",
+        "--create-if-none",
+        "--body-file",
+        "plan.md",
+    ]
+    body = comment["files"]["plan.md"]
+    assert body.startswith("### Reconciler plan")
+    assert "**Plan: 4 to create, 0 to replace, 0 to delete, 0 to adopt.**" in body
+    assert plan.summary == body + "\n"  # the step summary got the same Markdown
+    assert pr.run("apply").skipped
+    assert tokens.live() == {}
+
+    # Merged: main plans again and applies that saved plan.
+    git("switch", "--quiet", "main", cwd=dev, env=machine.env())
+    git("merge", "--quiet", "--ff-only", "feature", cwd=dev, env=machine.env())
+    git("push", "--quiet", "origin", "main", cwd=dev, env=machine.env())
+    merged = run("push", "refs/heads/main", "main")
+    assert merged.run("plan").outputs == {"changes": "true"}
+    apply = merged.run("apply")
+    assert apply.status == "success", str(apply)
+    assert "Apply complete: 4 created." in "\n".join(apply.logs)
+    owned = _remote_state(remote)
+    assert sorted(owned) == ["audit", "ci-deployer", "grafana-reader", "nightly"]
+    assert tokens.live() == {name: [uid] for name, uid in owned.items()}
+    (store,) = machine.calls("gh")[1:]
+    assert store["args"][:3] == ["secret", "set", "--env-file"]
+    assert store["args"][4:] == ["--repo", "YOUR-ORG/deployments"]
+    assert store["env"]["GH_TOKEN"] == "admin-token"
+    delivered = dict(
+        line.split("=", 1)
+        for line in store["files"][store["args"][3]].splitlines()
+        if line and not line.startswith("#")
+    )
+    assert sorted(delivered) == ["AUDIT", "CI_DEPLOYER", "GRAFANA_READER", "NIGHTLY"]
+    assert all(
+        _secret_works(local_api, delivered[name.upper().replace("-", "_")], uid)
+        for name, uid in owned.items()
+    )
+    assert apply.workspace is not None
+    assert not list(apply.workspace.parent.glob("apply-temp/new-tokens.env"))  # deleted
+    assert not list(apply.workspace.rglob("new-tokens.env"))
+
+    # Nightly: nothing to do...
+    nightly = run("schedule", "refs/heads/main", "main")
+    assert nightly.run("plan").outputs == {"changes": "false"}
+    assert nightly.run("apply").skipped
+    # ...until a token falls due: it is rotated, without a human (environment 'rotation').
+    expires = utcnow() + timedelta(days=2, hours=1)
+    age_token(
+        local_api, owned["nightly"], created_at=expires - timedelta(days=30), expired_at=expires
+    )
+    nightly = run("schedule", "refs/heads/main", "main")
+    plan = nightly.run("plan")
+    assert "rotation due: expires in 2d &#60; rotate&#95;before 14d" in plan.summary
+    assert str(workflow["jobs"]["apply"]["environment"])
+    context = {"github": nightly.github}
+    assert interpolate(workflow["jobs"]["apply"]["environment"], context) == "rotation"
+    assert interpolate(workflow["jobs"]["apply"]["environment"], {"github": merged.github}) == (
+        "production"
+    )
+    apply = nightly.run("apply")
+    assert apply.status == "success", str(apply)
+    rotated = _remote_state(remote)
+    assert rotated["nightly"] != owned["nightly"]
+    assert {k: v for k, v in rotated.items() if k != "nightly"} == {
+        k: v for k, v in owned.items() if k != "nightly"
+    }
+    store = machine.calls("gh")[-1]
+    (values,) = [v for k, v in store["files"].items() if k.endswith("new-tokens.env")]
+    assert [line.split("=")[0] for line in values.splitlines()[1:]] == ["NIGHTLY"]
+    assert git("rev-list", "--count", "reconciler-state", cwd=remote).strip() == "3"
+
+    # A pull request with a conflict fails, and its comment says how to fix it.
+    intruder = tokens.seed("intruder", description="made by hand")
+    git("switch", "--quiet", "-c", "conflict", cwd=dev, env=machine.env())
+    tokens.manifest(DEPLOYER, GRAFANA, NIGHTLY, AUDIT, {"name": "intruder", "scopes": ["api"]})
+    _push(dev, machine, "conflict")
+    pr = run("pull_request", "refs/pull/8/merge", "conflict", pr=8)
+    plan = pr.run("plan")
+    assert plan.status == "failure"
+    comment = machine.calls("gh")[-1]
+    assert comment["args"][:3] == ["pr", "comment", "8"]
+    assert (
+        f"reconciler import intruder {intruder}".replace("_", "&#95;")
+        in (comment["files"]["plan.md"])
+    )
+    assert pr.run("apply").skipped
+
+    _assert_all_ran(_doc_blocks()["github-workflow"][1], machine)
+
+
+def test_documented_gitlab_pipeline(hosted: Hosted, local_api: LocalApi) -> None:
+    machine, remote, tokens = hosted
+    dev = tokens.root
+    config = yaml.safe_load(_doc_blocks()["gitlab-ci"][1])
+    host, path = "gitlab.example.com", "group/tokens"
+    base = {
+        "CI_DEFAULT_BRANCH": "main",
+        "CI_SERVER_HOST": host,
+        "CI_PROJECT_PATH": path,
+        "CI_PROJECT_ID": "42",
+        "CI_API_V4_URL": f"https://{host}/api/v4",
+        "CI_JOB_TOKEN": "job-token",
+        "CI_COMMIT_SHORT_SHA": "0123abcd",
+        "RECONCILER_GITLAB_TOKEN": "gl-token",
+        "RECONCILER_PUSH_TOKEN": "push-token",
+        "BENTO_CLOUD_API_ENDPOINT": local_api.url,
+        "BENTO_CLOUD_API_KEY": local_api.admin_key,
+        "VAULT_ADDR": "https://vault.example.invalid",
+        "VAULT_TOKEN": "vault-token",
+        "NEW_TOKENS": str(machine.root / "job-tmp" / "new-tokens.json"),
+    }
+    (machine.root / "job-tmp").mkdir()
+    urls = {
+        f"https://gitlab-ci-token:job-token@{host}/{path}.git": f"file://{remote}",
+        f"https://reconciler:push-token@{host}/{path}.git": f"file://{remote}",
+    }
+
+    git("switch", "--quiet", "-c", "feature", cwd=dev, env=machine.env())
+    tokens.manifest(DEPLOYER, GRAFANA, AUDIT)
+    _push(dev, machine, "feature")
+    mr = GitLabPipeline(
+        machine,
+        remote,
+        config,
+        checkout="feature",
+        git_urls=urls,
+        variables={
+            **base,
+            "CI_PIPELINE_SOURCE": "merge_request_event",
+            "CI_MERGE_REQUEST_IID": "7",
+            "CI_COMMIT_REF_NAME": "feature",
+        },
+    )
+    plan = mr.run("plan")
+    assert plan.status == "success", str(plan)
+    assert mr.dotenv["plan"] == {"CHANGES": "true"}
+    assert not mr.included("apply")
+    (note,) = machine.calls("curl")
+    assert note["args"][-1] == f"https://{host}/api/v4/projects/42/merge_requests/7/notes"
+    assert "PRIVATE-TOKEN: gl-token" in note["args"]
+    assert "**Plan: 3 to create" in note["files"]["plan.md"]
+    assert tokens.live() == {}
+
+    git("switch", "--quiet", "main", cwd=dev, env=machine.env())
+    git("merge", "--quiet", "--ff-only", "feature", cwd=dev, env=machine.env())
+    git("push", "--quiet", "origin", "main", cwd=dev, env=machine.env())
+    main = GitLabPipeline(
+        machine,
+        remote,
+        config,
+        checkout="main",
+        git_urls=urls,
+        variables={
+            **base,
+            "CI_PIPELINE_SOURCE": "push",
+            "CI_COMMIT_BRANCH": "main",
+            "CI_COMMIT_REF_NAME": "main",
+        },
+    )
+    assert main.run("plan").status == "success"
+    apply = main.run("apply")
+    assert apply.status == "success", str(apply)
+    assert len(machine.calls("curl")) == 1  # no comment outside merge requests
+    owned = _remote_state(remote)
+    assert sorted(owned) == ["audit", "ci-deployer", "grafana-reader"]
+    (vault,) = machine.calls("vault")
+    assert vault["args"] == [
+        "kv",
+        "patch",
+        "-mount=secret",
+        "bentocloud/tokens",
+        "@" + base["NEW_TOKENS"],
+    ]
+    values = json.loads(vault["files"][base["NEW_TOKENS"]])
+    assert sorted(values) == sorted(owned)
+    assert all(_secret_works(local_api, values[name], uid) for name, uid in owned.items())
+    assert not Path(base["NEW_TOKENS"]).exists()
+
+    # The next pipeline on main has nothing to apply.
+    again = GitLabPipeline(
+        machine,
+        remote,
+        config,
+        checkout="main",
+        git_urls=urls,
+        variables={**base, "CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"},
+    )
+    assert again.run("plan").status == "success"
+    assert again.dotenv["plan"] == {"CHANGES": "false"}
+    assert "No changes to apply." in "\n".join(again.run("apply").logs)
+    assert _remote_state(remote) == owned
+
+    _assert_all_ran(_doc_blocks()["gitlab-ci"][1], machine)
+
+
+def test_documented_local_commands(tmp_path: Path) -> None:
+    machine = Machine(tmp_path / "ci")
+    checkout = tmp_path / "checkout"
+    (checkout / "manifests").mkdir(parents=True)
+    example = (ROOT / "manifests" / "example.yaml").read_text(encoding="utf-8")
+    (checkout / "manifests" / "example.yaml").write_text(example, encoding="utf-8")
+    block = _doc_blocks()["local"][1]
+    outputs = []
+    for line in block.splitlines():
+        assert line.startswith("$ "), line
+        result = machine.run_shell(line[2:], cwd=checkout, env=machine.env(), name="local")
+        assert result.returncode == 0, f"{line}\n{result.stdout}{result.stderr}"
+        outputs.append(result.stdout)
+    assert "### Reconciler plan" in outputs[2]
+    assert "Apply complete: 3 created." in outputs[3]
+    assert sorted(secrets_in(checkout / "new-tokens.json")) == [
+        "ci-deployer",
+        "grafana-reader",
+        "quarterly-audit",
+    ]
+    assert outputs[4].splitlines()[-1].startswith("3 tokens (serial")
+    _assert_all_ran(block, machine)
+
+
+def test_every_documented_command_is_run(tmp_path: Path, local_api: LocalApi) -> None:
+    """Code blocks with reconciler commands are run by the tests above; a command quoted in
+    the prose either appears in one of those blocks or is run here, verbatim."""
+    import shlex
+
+    text = DOC.read_text(encoding="utf-8")
+    blocks = _doc_blocks()
+    for body in _ANY_BLOCK.findall(text):
+        if _commands(body):
+            name = next((n for n, (_, b) in blocks.items() if b == body + "\n"), None)
+            assert name in EXECUTED_BLOCKS, f"a block with reconciler commands is not run:\n{body}"
+    executed = [
+        shlex.split(command) for name in EXECUTED_BLOCKS for command in _commands(blocks[name][1])
+    ]
+    prose = _ANY_BLOCK.sub("", text)
+    inline = _INLINE.findall(prose)
+    assert "reconciler plan --format json" in inline  # the extraction works
+    ws = Workspace(tmp_path / "repo", local_api)
+    ws.manifest(DEPLOYER)
+    ok(ws.call("plan", "--out", "plan.json"))
+    ran = 0
+    for command in inline:
+        words = shlex.split(command)
+        if any(args[: len(words)] == words for args in executed):
+            continue
+        result = ws.run(*words[1:])
+        assert result.exit_code == 0, f"documented command failed: {command}\n{result}"
+        ran += 1
+    assert ran >= 3
