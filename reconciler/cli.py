@@ -764,7 +764,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a ReconcilerError is one line on stderr and exit 1 (traceback with -vv)."""
     # A run builds tens of thousands of small objects that all live until it ends (tokens,
     # specs, state): the cyclic collector would scan them again and again and find nothing,
-    # a third of plan's CPU at 10,000 tokens. Collect far less often, as mypy does.
+    # a fifth of plan's CPU at 10,000 tokens. Collect far less often, as mypy does.
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     opts = Options()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)

@@ -29,6 +29,7 @@ class SecretsSink:
         self.path = path
         self.format = fmt
         self._values: dict[str, str] = {}
+        self._json_lines: dict[str, tuple[str, str]] = {}  # key -> (value, its JSON line)
         self._commit = GroupCommit(self._render, self._write_text)
         self.delivered = 0
 
@@ -37,6 +38,7 @@ class SecretsSink:
         """Open (creating, mode 0600) before the first create, so a sink that cannot be
         written fails the run before any token exists."""
         sink = cls(Path(path), fmt)
+        sink._remove_stale_temps()
         sink._load_existing()
         sink._write_text(sink._render())
         return sink
@@ -73,6 +75,20 @@ class SecretsSink:
                 )
             self._values[match.group(1)] = match.group(2)
 
+    def _remove_stale_temps(self) -> None:
+        """A run killed mid-write leaves its temp file, which holds values: remove those of
+        processes that no longer run, so secrets do not pile up beside the sink."""
+        for temp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            pid_text = temp.name[len(self.path.name) + 2 : -len(".tmp")]
+            if not pid_text.isdigit() or int(pid_text) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid_text), 0)
+            except ProcessLookupError:
+                temp.unlink(missing_ok=True)
+            except PermissionError:
+                pass  # another user's live process
+
     def add(self, name: str, value: str) -> None:
         """Record a new value durably."""
         key = dotenv_key(name) if self.format == "dotenv" else name
@@ -86,15 +102,20 @@ class SecretsSink:
     def _render(self) -> str:
         if self.format == "json":
             # json.dumps(self._values, indent=2, sort_keys=True), byte for byte: the file is
-            # rewritten on every add, and json's indenting encoder is pure Python.
+            # rewritten on every add, and json's indenting encoder is pure Python; each
+            # entry's line is encoded once.
             if not self._values:
                 return "{}\n"
-            items = (
-                f"  {json.dumps(k)}: {json.dumps(self._values[k])}" for k in sorted(self._values)
-            )
-            return "{\n" + ",\n".join(items) + "\n}\n"
+            return "{\n" + ",\n".join(self._json_line(k) for k in sorted(self._values)) + "\n}\n"
         header = "# Written by reconciler: new API token values. Keep this file secret.\n"
         return header + "".join(f"{k}={self._values[k]}\n" for k in sorted(self._values))
+
+    def _json_line(self, key: str) -> str:
+        value = self._values[key]
+        cached = self._json_lines.get(key)
+        if cached is None or cached[0] != value:
+            cached = self._json_lines[key] = (value, f"  {json.dumps(key)}: {json.dumps(value)}")
+        return cached[1]
 
     def _write_text(self, text: str) -> None:
         directory = self.path.parent

@@ -267,7 +267,7 @@ def test_a_signal_while_planning_releases_the_lock(
 ) -> None:
     """Stopped while it reads the live tokens (before any change): exit non-zero with a
     message, nothing created, and no stale lock left for the next run to trip on."""
-    api = local_api_factory(faults=Faults(latency_ms=3000))
+    api = local_api_factory(faults=Faults(latency_ms=1500))
     ws = Workspace(api, tmp_path)
     ws.declare([token_spec(f"early-{n}") for n in range(5)])
     process = CliProcess(*ws.apply_args(), home=ws.home)

@@ -1,0 +1,43 @@
+"""reconciler.secrets_sink: durable 0600 files, merging, and no stale temp files."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from reconciler.secrets_sink import SecretsSink
+
+
+def test_json_sink_is_0600_and_keeps_earlier_values(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"old": "v0"}))
+    sink = SecretsSink.open(path, "json")
+    sink.add("new-token", "v1")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == {"old": "v0", "new-token": "v1"}
+
+
+def test_dotenv_sink_uses_upper_snake_keys(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.env"
+    SecretsSink.open(path, "dotenv").add("ci-deployer", "v1")
+    assert "CI_DEPLOYER=v1\n" in path.read_text()
+
+
+def test_temp_file_of_a_dead_writer_is_removed_on_open(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = tmp_path / f".secrets.json.{int(dead.stdout)}.tmp"
+    stale.write_text('{"x": "value-from-a-killed-run"}')
+    live = tmp_path / f".secrets.json.{os.getppid()}.tmp"
+    live.write_text("{}")
+    SecretsSink.open(tmp_path / "secrets.json", "json")
+    assert not stale.exists()
+    assert live.exists()  # its writer still runs
