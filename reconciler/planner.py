@@ -239,17 +239,7 @@ def build_plan(
         orphan_uids = {t.uid for t in orphans}
         unowned[name] = [t for t in candidates if t.uid not in orphan_uids]
         for token in orphans:
-            actions.append(
-                Action(
-                    kind="delete",
-                    name=name,
-                    uid=token.uid,
-                    spec=None,
-                    reasons=(REASON_ORPHAN,),
-                    before=_live_view(token),
-                    routine=True,
-                )
-            )
+            actions.append(_delete(token, REASON_ORPHAN, routine=True))
 
     # The old half of a replacement that was interrupted before its delete: finish it.
     for uid, retired in state.retired.items():
@@ -278,16 +268,7 @@ def build_plan(
         if current is not None:
             owned_count += 1
             if spec is None:
-                actions.append(
-                    Action(
-                        kind="delete",
-                        name=name,
-                        uid=current.uid,
-                        spec=None,
-                        reasons=(REASON_REMOVED,),
-                        before=_live_view(current),
-                    )
-                )
+                actions.append(_delete(current, REASON_REMOVED))
             else:
                 compared[name] = ("replace", spec, current)
                 comparison.add(name, spec, current)
@@ -297,7 +278,7 @@ def build_plan(
                 if prune:
                     pruned += 1
                     reason = REASON_PRUNE if spec is None else REASON_PRUNE_DUPLICATE
-                    actions.append(_prune_delete(other, reason))
+                    actions.append(_delete(other, reason))
                 else:
                     unmanaged += 1
         elif spec is None:
@@ -413,7 +394,7 @@ def build_plan(
         for token in tokens:
             if prune:
                 pruned += 1
-                actions.append(_prune_delete(token, REASON_PRUNE))
+                actions.append(_delete(token, REASON_PRUNE))
             else:
                 unmanaged += 1
 
@@ -432,7 +413,7 @@ def build_plan(
     )
 
 
-def _prune_delete(token: ApiToken, reason: str) -> Action:
+def _delete(token: ApiToken, reason: str, *, routine: bool = False) -> Action:
     return Action(
         kind="delete",
         name=token.name,
@@ -440,4 +421,5 @@ def _prune_delete(token: ApiToken, reason: str) -> Action:
         spec=None,
         reasons=(reason,),
         before=_live_view(token),
+        routine=routine,
     )
