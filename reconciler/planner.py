@@ -293,16 +293,7 @@ def build_plan(
                 )
             )
         elif not unowned.get(name):
-            actions.append(
-                Action(
-                    kind="create",
-                    name=name,
-                    uid=None,
-                    spec=spec,
-                    reasons=(REASON_DELETED_OUTSIDE,),
-                    after=_spec_view(spec),
-                )
-            )
+            actions.append(_create(spec, REASON_DELETED_OUTSIDE))
         else:
             # The owned token is gone but another of that name exists: it is judged like
             # any unowned token (adopt or conflict) rather than duplicated by a create.
@@ -314,16 +305,7 @@ def build_plan(
         candidates = unowned.pop(name, [])
         if not candidates:
             reason = REASON_NEW_AFTER_ORPHAN if name in orphaned_names else REASON_NEW
-            actions.append(
-                Action(
-                    kind="create",
-                    name=name,
-                    uid=None,
-                    spec=spec,
-                    reasons=(reason,),
-                    after=_spec_view(spec),
-                )
-            )
+            actions.append(_create(spec, reason))
         elif len(candidates) > 1:
             uids = ", ".join(sorted(t.uid for t in candidates))
             for token in candidates:
@@ -410,6 +392,17 @@ def build_plan(
         state_serial=state.serial,
         live_digest=_live_digest(present),
         threshold_base=owned_count + pruned,
+    )
+
+
+def _create(spec: TokenSpec, reason: str) -> Action:
+    return Action(
+        kind="create",
+        name=spec.name,
+        uid=None,
+        spec=spec,
+        reasons=(reason,),
+        after=_spec_view(spec),
     )
 
 
