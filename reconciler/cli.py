@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from reconciler import __version__
-from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.errors import ConfigError, ReconcilerError, install_log_redaction
 from reconciler.runtime import Options, Runtime
 
 if TYPE_CHECKING:
@@ -768,6 +768,7 @@ def main(argv: list[str] | None = None) -> None:
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     opts = Options()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    install_log_redaction()  # log lines pass the same redaction as error messages
     try:
         with _sigterm_unwinds():
             cli.main(args=argv, prog_name="reconciler", standalone_mode=False, obj=opts)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from reconciler.errors import (
     AmbiguousCreateError,
+    ConnectError,
     InvalidResponseError,
     NotFoundError,
     ServerError,
@@ -185,9 +186,9 @@ class ApiTokenAPI:
             response = self.client.request(
                 "POST", TOKENS_PATH, json_body=body, idempotent=False, what=what
             )
+        except ConnectError:
+            raise  # nothing reached the server: certainly not created
         except TransportError as exc:
-            if "cannot connect" in str(exc):
-                raise
             raise AmbiguousCreateError(
                 f"{exc}; the token may have been created", name=name
             ) from None

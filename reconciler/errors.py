@@ -8,7 +8,9 @@
     ├── PlanError                   conflicts, unsafe plans, stale saved plans
     ├── SecretsError                the secrets sink cannot be used
     └── ApiError                    anything that went wrong talking to the API
-        ├── TransportError          connection refused, DNS, TLS, timeout
+        ├── TransportError          the connection failed (reset, protocol error)
+        │   ├── ConnectError        nothing reached the server: refused, DNS, TLS
+        │   └── RequestTimeout      the server did not answer in time
         ├── AuthenticationError     401/403: the API key is wrong or expired
         ├── NotFoundError           404 where the caller needed the object
         ├── RateLimitedError        429 after every retry
@@ -18,16 +20,99 @@
         └── AmbiguousCreateError    a create whose outcome is unknown
 
 Messages never contain a secret: the API key and token values are only ever held by the
-objects that need them, never formatted into text.
+objects that need them, never formatted into text. As a second line of defence, every
+configured secret (``register_secret``, and credentials in the environment) is blanked out
+of every error's text by ``redact``, the one boundary text passes on its way to a user:
+``str()`` of any ReconcilerError, and log records (``install_log_redaction``). Text a
+server sends back is redacted before it is shortened (``excerpt``), so a cut cannot leave
+the start of a key behind.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from dataclasses import dataclass
+
+# Credentials other tools read from the environment: blanked out wherever they appear.
+SECRET_ENV_VARS = (
+    "BENTO_CLOUD_API_KEY",
+    "VAULT_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
+# Shorter values are not credentials, and blanking them would garble ordinary words.
+MIN_SECRET_LENGTH = 6
+
+_registry_lock = threading.Lock()
+_registered: dict[str, str] = {}
+
+
+def register_secret(value: str | None, label: str) -> None:
+    """Blank ``value`` out of every message from now on, shown as ``[label]``.
+
+    A value with surrounding whitespace (a pasted secret) is registered without it too, so
+    an echo of either form is caught.
+    """
+    if not value:
+        return
+    with _registry_lock:
+        for form in (value, value.strip()):
+            if len(form) >= MIN_SECRET_LENGTH:
+                _registered.setdefault(form, label)
+
+
+def _secrets() -> list[tuple[str, str]]:
+    with _registry_lock:
+        found = dict(_registered)
+    for name in SECRET_ENV_VARS:
+        value = os.environ.get(name, "").strip()
+        if len(value) >= MIN_SECRET_LENGTH:
+            found.setdefault(value, name)
+    # Longest first: a secret containing another is blanked whole.
+    return sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
+
+
+def redact(text: str) -> str:
+    """``text`` with every configured secret replaced by its label, e.g. ``[API key]``."""
+    for value, label in _secrets():
+        if value in text:
+            text = text.replace(value, f"[{label}]")
+    return text
+
+
+def excerpt(text: str, limit: int = 200) -> str:
+    """Text from outside (a server's message, a header) made fit for a one-line message:
+    redacted first, then control characters escaped, then cut to ``limit`` characters."""
+    text = redact(text)
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _RedactingFormatter(logging.Formatter):
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self._inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self._inner.format(record))
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> None:
+    """Make every handler of ``logger`` (default: the root logger) redact what it writes,
+    tracebacks included."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not isinstance(handler.formatter, _RedactingFormatter):
+            handler.setFormatter(_RedactingFormatter(handler.formatter))
 
 
 class ReconcilerError(Exception):
-    """Base of every error reconciler reports to a user."""
+    """Base of every error reconciler reports to a user; its text is always redacted."""
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class ConfigError(ReconcilerError):
@@ -97,7 +182,15 @@ class ApiError(ReconcilerError):
 
 
 class TransportError(ApiError):
-    """The API could not be reached (connection refused, DNS, TLS, timeout)."""
+    """The connection to the API failed (refused, DNS, TLS, timeout, dropped)."""
+
+
+class ConnectError(TransportError):
+    """No connection was made (refused, DNS, TLS): the request never reached the server."""
+
+
+class RequestTimeout(TransportError):
+    """The server did not answer in time: the request may have been acted on."""
 
 
 class AuthenticationError(ApiError):

@@ -17,13 +17,19 @@ from reconciler import __version__
 from reconciler.errors import (
     ApiError,
     AuthenticationError,
+    ConnectError,
     InvalidResponseError,
     NotFoundError,
     RateLimitedError,
     RequestRejectedError,
+    RequestTimeout,
     ServerError,
     TransportError,
+    excerpt,
+    redact,
+    register_secret,
 )
+from reconciler.settings import check_api_key
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 CONNECT_RETRIES = 2
@@ -91,6 +97,8 @@ class RestClient:
         max_connections: int = 64,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        register_secret(api_key, "API key")
+        check_api_key(api_key)
         self.endpoint = endpoint.rstrip("/")
         self._max_retries = max_retries
         self._backoff_base = backoff_base
@@ -98,8 +106,6 @@ class RestClient:
         self._sleep = sleep
         self.backoff = Backoff(sleep=sleep)
         self.requests_sent = 0
-        # Only to blank it out of server-provided text that ends up in error messages.
-        self._api_key = api_key
         # Workers of a pool share the client: count under a lock so no request is missed.
         self._count_lock = threading.Lock()
         self._random = random.Random()
@@ -164,7 +170,7 @@ class RestClient:
                     self._sleep(self._delay(attempt, None))
                     attempt += 1
                     continue
-                raise TransportError(
+                raise ConnectError(
                     f"{what}: cannot connect to {self.endpoint} ({_reason(exc)})"
                 ) from None
             except httpx.TimeoutException as exc:
@@ -172,7 +178,7 @@ class RestClient:
                     self._sleep(self._delay(attempt, None))
                     attempt += 1
                     continue
-                raise TransportError(
+                raise RequestTimeout(
                     f"{what}: {self.endpoint} did not answer in time ({_reason(exc)})"
                 ) from None
             except httpx.HTTPError as exc:
@@ -199,13 +205,9 @@ class RestClient:
                 continue
             raise self._error(response, what, attempts=attempt + 1)
 
-    def _redact(self, text: str) -> str:
-        """Server-provided text with the API key blanked out: a server may echo it."""
-        return text.replace(self._api_key, "[API key]") if self._api_key else text
-
     def _error(self, response: httpx.Response, what: str, *, attempts: int) -> ApiError:
         status = response.status_code
-        detail = self._redact(_detail(response))
+        detail = _detail(response)
         suffix = f" after {attempts} attempts" if attempts > 1 else ""
         if status in (401, 403):
             return AuthenticationError(
@@ -220,7 +222,9 @@ class RestClient:
                 f"{what}: {self.endpoint} kept rate-limiting (HTTP 429){suffix}", status=status
             )
         if status >= 500:
-            trace = response.headers.get("x-trace-id")
+            # A server may echo anything here, the key included: redacted and short.
+            sent = response.headers.get("x-trace-id")
+            trace = excerpt(sent, 80) if sent else None
             trace_text = f", trace id {trace}" if trace else ""
             return ServerError(
                 f"{what}: {self.endpoint} failed with HTTP {status}{suffix}{trace_text}",
@@ -228,7 +232,7 @@ class RestClient:
                 trace_id=trace,
             )
         if 300 <= status < 400:
-            location = self._redact(response.headers.get("location", "?")[:300])
+            location = excerpt(response.headers.get("location", "?"), 300)
             return RequestRejectedError(
                 f"{what}: {self.endpoint} redirected (HTTP {status} to {location}); use the "
                 "final URL as --endpoint",
@@ -244,7 +248,7 @@ class RestClient:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             # RecursionError: JSON nested deeper than the decoder goes ([[[[...]]]]).
-            kind = response.headers.get("content-type", "unknown content type")
+            kind = excerpt(response.headers.get("content-type", "unknown content type"), 80)
             raise InvalidResponseError(
                 f"{what}: {self.endpoint} answered 200 with a body that is not JSON ({kind}, "
                 f"{len(response.content)} bytes)"
@@ -252,8 +256,9 @@ class RestClient:
 
 
 def _reason(exc: httpx.HTTPError) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    # Redacted whole before cutting to its first line: a key split by a newline is caught.
+    text = redact(str(exc)).strip()
+    return excerpt(text.splitlines()[0], 200) if text else type(exc).__name__
 
 
 def _detail(response: httpx.Response) -> str:
@@ -266,5 +271,5 @@ def _detail(response: httpx.Response) -> str:
         for key in ("error", "message", "detail"):
             value = body.get(key)
             if isinstance(value, str) and value:
-                return f": {value[:300]}"
+                return f": {excerpt(value, 300)}"
     return ""

@@ -260,7 +260,7 @@ def _collect_files(paths: Sequence[str | Path], problems: list[Problem]) -> list
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            candidates = _walk(path)
+            candidates = _walk(path, problems)
         elif path.is_file():
             candidates = [path]
         elif not path.exists():
@@ -279,9 +279,11 @@ def _collect_files(paths: Sequence[str | Path], problems: list[Problem]) -> list
     return found
 
 
-def _walk(root: Path) -> list[Path]:
-    """Manifest files under root, sorted by relative path; symlinked dirs are not followed."""
+def _walk(root: Path, problems: list[Problem]) -> list[Path]:
+    """Manifest files under root, sorted by relative path; symlinked dirs are not followed,
+    and a symlinked file only when it points to a manifest inside root."""
     hits: list[tuple[tuple[str, ...], Path]] = []
+    inside = root.resolve()
     for current, dirnames, filenames in os.walk(root, followlinks=False):
         # Dot-directories (.git, .github) hold YAML that is not ours.
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -290,9 +292,34 @@ def _walk(root: Path) -> list[Path]:
             if name.startswith(".") or not name.endswith(MANIFEST_SUFFIXES):
                 continue
             path = base / name
+            if path.is_symlink() and not _points_inside(path, inside):
+                # Never read, never quoted: the target may be /etc/shadow or .git/config.
+                problems.append(
+                    Problem(
+                        str(path),
+                        None,
+                        "a symbolic link to a file outside the manifests folder (or to a "
+                        "hidden file): replace it with the manifest itself",
+                    )
+                )
+                continue
             if path.is_file():
                 hits.append((path.relative_to(root).parts, path))
     return [path for _parts, path in sorted(hits)]
+
+
+def _points_inside(link: Path, root: Path) -> bool:
+    """Whether a symlink resolves to a path under ``root`` (itself resolved) that the walk
+    would have read: no hidden file or directory on the way."""
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return True  # dangling or a loop: is_file() is False and the walk skips it
+    try:
+        parts = target.relative_to(root).parts
+    except ValueError:
+        return False
+    return not any(part.startswith(".") for part in parts)
 
 
 def _read(path: Path, display: str, problems: list[Problem]) -> bytes | None:
@@ -451,11 +478,12 @@ def _kind(value: object) -> str:
 
 
 def _plain(value: object) -> str | None:
-    """str(value) when it is short enough to quote back in a message, else None."""
+    """str(value) when it is short and printable enough to quote back in a message (a
+    newline or escape sequence would break the one-line message), else None."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
         return None  # str() of a huge int is slow, and raises beyond 4300 digits
     text = str(value)
-    return text if len(text) <= 60 else None
+    return text if len(text) <= 60 and text.isprintable() else None
 
 
 def _suggest_name(name: str) -> str | None:
@@ -517,7 +545,8 @@ def _problem_for(error: Any, root: Any, display: str) -> Problem:
             example = f', such as {field_name}: "{plain}"' if plain is not None else ""
             message = f"{field_name} must be a string, not {_kind(value)}: quote it{example}"
     elif kind == "list_type":
-        example = f"[{value}]" if isinstance(value, str) and len(value) <= 60 else "[api]"
+        plain = _plain(value) if isinstance(value, str) else None
+        example = f"[{plain}]" if plain is not None else "[api]"
         if field_name == "tokens":
             example = "followed by lines starting with `- name:`"
         message = f"{field_name} must be a list, not {_kind(value)}: write {field_name}: {example}"
