@@ -229,13 +229,16 @@ class _LogCapture(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(level=logging.NOTSET)
-        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        # Its own formatter, not self.formatter: the CLI makes every root handler redact
+        # (errors.install_log_redaction), and the scan must see records as they were made,
+        # so that a secret reaching a log record at all is a leak.
+        self._raw = logging.Formatter("%(levelname)s %(name)s: %(message)s")
 
     def emit(self, record: logging.LogRecord) -> None:
         if not record.name.startswith(_WATCHED_LOGGERS):
             return
         try:
-            text = self.format(record)
+            text = self._raw.format(record)
         except Exception:  # a record that cannot be formatted is itself worth keeping
             text = f"{record.name}: unformattable record {record.msg!r} {record.args!r}"
         REGISTRY.record(f"log record {record.name}:{record.levelname}", text)

@@ -16,13 +16,17 @@ from reconciler.client import ApiTokenAPI, RestClient, wire_datetime
 from reconciler.errors import (
     AmbiguousCreateError,
     AuthenticationError,
+    ConfigError,
+    ConnectError,
     NotFoundError,
     RateLimitedError,
     RequestRejectedError,
+    RequestTimeout,
     ServerError,
     TransportError,
 )
 from reconciler.server.embedded import LocalServer
+from reconciler.server.faults import Faults
 
 
 @pytest.fixture
@@ -236,3 +240,51 @@ def test_secret_never_in_repr_str_or_logs(
 def test_wire_datetime_matches_bentoml_format() -> None:
     aware = datetime(2031, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=5)))
     assert wire_datetime(aware) == "2031-01-01 07:00:00.000000"
+
+
+def test_a_refused_connection_is_a_connect_error_and_no_create_is_ambiguous() -> None:
+    """Nothing reached the server: the create is certainly not made, so it is not reported
+    as 'may have been created' (told apart by type, not by message text)."""
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    client = RestClient(endpoint=endpoint, api_key="rct_secret-key", backoff_base=0.01)
+    _open_clients.append(client)
+    api = ApiTokenAPI(client)
+    with pytest.raises(ConnectError) as listing:
+        api.list()
+    with pytest.raises(ConnectError) as creating:
+        api.create("never-made", scopes=["api"])
+    assert not isinstance(creating.value, AmbiguousCreateError)
+    assert "cannot connect" in str(listing.value) and endpoint in str(creating.value)
+
+
+def test_a_slow_server_is_a_request_timeout_and_a_create_is_ambiguous(tmp_path: Path) -> None:
+    with LocalServer(tmp_path / "slow.sqlite3", faults=Faults(latency_ms=400)) as slow:
+        client = RestClient(
+            endpoint=slow.url,
+            api_key=slow.admin_key,
+            timeout=0.1,
+            max_retries=1,
+            backoff_base=0.01,
+        )
+        _open_clients.append(client)
+        api = ApiTokenAPI(client)
+        with pytest.raises(RequestTimeout) as listing:
+            api.list()
+        assert not isinstance(listing.value, ConnectError)
+        assert "did not answer in time" in str(listing.value)
+        with pytest.raises(AmbiguousCreateError) as creating:
+            api.create("maybe-made", scopes=["api"])
+        assert "may have been created" in str(creating.value)
+
+
+@pytest.mark.parametrize("key", ["rct_pasted-key\n", "rct_pasted-key ", " rct_x", "rct_kéy"])
+def test_a_key_headers_cannot_carry_is_refused_before_any_request(
+    server: LocalServer, key: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RestClient(endpoint=server.url, api_key=key)
+    assert str(caught.value) == (
+        "the API key contains a newline or a character HTTP headers cannot carry; check how "
+        "it was pasted"
+    )
+    assert server.injector.stats()["total"] == 0
