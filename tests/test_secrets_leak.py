@@ -144,6 +144,16 @@ def test_a_full_scenario_leaks_no_secret(
         cli("plan", manifest, "--state", str(ws.state), "-vv", "--detailed-exitcode")
         assert runs[-1].code == 0, runs[-1]
 
+        # A pasted key (trailing newline), and the config's key asked to go elsewhere.
+        pasted = key + "\n"
+        REGISTRY.add_secret(pasted, "pasted api key")
+        cli("plan", manifest, "--endpoint", local_api.url, "--api-key", pasted, "-vv")
+        assert runs[-1].code == 1 and "check how it was pasted" in runs[-1].err, runs[-1]
+        _bentoml_config(tmp_path, "https://cloud.example.invalid", key)
+        cli("plan", manifest, "--endpoint", local_api.url, "--state", str(ws.state), "-vv")
+        assert runs[-1].code == 1 and "pass --api-key" in runs[-1].err, runs[-1]
+        _bentoml_config(tmp_path, local_api.url, key)
+
         # The objects that hold secrets, as a careless log line would print them.
         api = ApiTokenAPI(RestClient(endpoint=local_api.url, api_key=key))
         created = api.create("leak-object", scopes=["api"])
@@ -479,3 +489,72 @@ def test_a_ca_bundle_that_is_not_pem_is_a_clear_error(tmp_path: Path) -> None:
     assert result.code == 1, result
     assert "Traceback" not in result.err
     assert result.err.startswith("Error: --ca-bundle"), result
+
+
+# ---------------------------------------------------------------- what a server echoes
+
+
+ENV_SECRETS = {
+    "VAULT_TOKEN": "hvs." + "V" * 40,
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/" + "A" * 20,
+    "AWS_SESSION_TOKEN": "IQoJb3JpZ2luX2Vj" + "S" * 40,
+}
+
+
+def _plan_against(stub: Stub, tmp_path: Path, key: str, *verbose: str) -> Any:
+    return run_cli(
+        "plan",
+        _manifest(tmp_path),
+        "--endpoint",
+        stub.url,
+        "--api-key",
+        key,
+        "--state",
+        str(tmp_path / "s.json"),
+        *verbose,
+        home=tmp_path,
+        env=ENV_SECRETS,
+    )
+
+
+@pytest.mark.parametrize("verbose", [(), ("-v",), ("-vv",)])
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "long-message",
+        "trace-id",
+        "content-type",
+        "location",
+    ],
+)
+def test_no_configured_secret_survives_a_server_echo(
+    stub_factory: Callable[..., Stub], tmp_path: Path, echo: str, verbose: tuple[str, ...]
+) -> None:
+    """The key and the environment's credentials, echoed in a body (past the point where
+    the message is cut), a trace id, a content type or a redirect, are blanked before
+    anything is shortened: not even their start is printed."""
+    stub = stub_factory()
+    key = "rca_" + "T" * 43
+    REGISTRY.add_secret(key, "api key")
+    for name, value in ENV_SECRETS.items():
+        REGISTRY.add_secret(value, name)
+    echoed = " ".join([key, *ENV_SECRETS.values()])
+
+    def respond(method: str, path: str) -> Reply:
+        if echo == "long-message":
+            message = "x" * 290 + echoed
+            return 400, {}, json.dumps({"message": message}).encode()
+        if echo == "trace-id":
+            return 500, {"x-trace-id": echoed}, b"{}"
+        if echo == "content-type":
+            return 200, {"content-type": f"text/html; {echoed}"}, b"<html>"
+        return 307, {"location": "https://elsewhere.invalid/" + "p" * 250 + echoed}, b""
+
+    stub.respond = respond
+    result = _plan_against(stub, tmp_path, key, *verbose)
+    assert result.code == 1, result
+    assert "[API key]" in result.err, result
+    for secret in (key, *ENV_SECRETS.values()):
+        assert secret[:8] not in result.text, result
+    if "-vv" not in verbose:
+        assert len(result.err.strip().splitlines()) == 1, result
