@@ -43,8 +43,10 @@ SECRET_ENV_VARS = (
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
 )
-# Shorter values are not credentials, and blanking them would garble ordinary words.
+# Shorter values are not credentials, and blanking them would garble ordinary words. The
+# environment is held to more: a variable there may hold a placeholder ("testing").
 MIN_SECRET_LENGTH = 6
+MIN_ENV_SECRET_LENGTH = 12
 
 _registry_lock = threading.Lock()
 _registered: dict[str, str] = {}
@@ -69,7 +71,7 @@ def _secrets() -> list[tuple[str, str]]:
         found = dict(_registered)
     for name in SECRET_ENV_VARS:
         value = os.environ.get(name, "").strip()
-        if len(value) >= MIN_SECRET_LENGTH:
+        if len(value) >= MIN_ENV_SECRET_LENGTH:
             found.setdefault(value, name)
     # Longest first: a secret containing another is blanked whole.
     return sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
