@@ -1,7 +1,7 @@
 """The baseline for `apply`: BentoML's own SDK creating tokens in a serial loop.
 
 Runs in BentoML's interpreter (bench/run.py finds it through RECONCILER_BENTOML_PYTHON or
-/work/bentoml-venv), so it imports nothing from reconciler:
+the .venv-bentoml virtualenv .ci/run builds), so it imports nothing from reconciler:
 
     $RECONCILER_BENTOML_PYTHON bench/bentoml_loop.py URL API_KEY COUNT [--prefix NAME]
 

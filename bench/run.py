@@ -43,7 +43,8 @@ ADMIN_HEADER = "X-YATAI-API-TOKEN"
 TOKENS_PER_FILE = 1000
 DRIFT_EVERY = 100  # 1% drift: every 100th declared token asks for another scope
 HEAVY_MODULES = ("fastapi", "uvicorn", "httpx", "deepdiff", "starlette", "sqlite3")
-DEFAULT_BENTOML_VENV = Path("/work/bentoml-venv/bin/python")
+# The virtualenv .ci/run builds for the BentoML compatibility tests.
+DEFAULT_BENTOML_VENV = BENCH.parent / ".venv-bentoml" / "bin" / "python"
 
 
 # ------------------------------------------------------------------ measuring a process

@@ -30,6 +30,8 @@ from gitops_helpers import Workspace, age_token, all_uids
 from reconciler.spec import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
+# The tests' own copy of the example: users edit manifests/ (the README's walk-through does).
+EXAMPLE = ROOT / "tests" / "fixtures" / "example.yaml"
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 UPDATE_SNAPSHOTS = os.environ.get("RECONCILER_UPDATE_SNAPSHOTS") == "1"
 
@@ -764,7 +766,7 @@ def test_schema_command_matches_the_committed_schema_and_accepts_the_example(
     schema = json.loads(result.stdout)
     jsonschema.Draft202012Validator.check_schema(schema)
     # Editors read YAML 1.2, where a date is a string: load the example the same way.
-    example_text = (ROOT / "manifests" / "example.yaml").read_text(encoding="utf-8")
+    example_text = EXAMPLE.read_text(encoding="utf-8")
     example = json.loads(json.dumps(yaml.safe_load(example_text), default=str))
     jsonschema.validate(example, schema)
     bad = {"tokens": [{"name": "Bad_Name", "scopes": ["root"], "colour": 1}]}
@@ -1121,7 +1123,7 @@ def test_documented_local_commands(tmp_path: Path) -> None:
     machine = Machine(tmp_path / "ci")
     checkout = tmp_path / "checkout"
     (checkout / "manifests").mkdir(parents=True)
-    example = (ROOT / "manifests" / "example.yaml").read_text(encoding="utf-8")
+    example = EXAMPLE.read_text(encoding="utf-8")
     (checkout / "manifests" / "example.yaml").write_text(example, encoding="utf-8")
     block = _doc_blocks()["local"][1]
     outputs = []
