@@ -153,6 +153,7 @@ def test_wrong_token_fails_check(openbao: OpenBao, monkeypatch: pytest.MonkeyPat
         destination.check({"ci-deployer"})
     text = assert_secret_free(caught.value, wrong, openbao.root_token)
     assert text.startswith("vault://secret/") and "permission denied" in text
+    assert "check VAULT_TOKEN" in text
 
 
 def test_no_token_at_all_fails_check_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,8 +212,9 @@ def test_kv_version_1_mount_fails_check(openbao: OpenBao) -> None:
 def test_unreachable_server_fails_check(monkeypatch: pytest.MonkeyPatch) -> None:
     address = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("VAULT_ADDR", address)
-    with pytest.raises(DestinationCheckError, match=f"cannot reach {address}"):
+    with pytest.raises(DestinationCheckError, match=f"cannot reach {address}") as caught:
         parse_destination("vault://secret/bentocloud").check()
+    assert "VAULT_TOKEN" not in str(caught.value)
 
 
 # ---------------------------------------------------------------------------- undo

@@ -8,6 +8,7 @@ used (extra ``aws``).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Collection
 from typing import Any
@@ -44,9 +45,14 @@ class SecretsManagerDestination:
 
     irreversible = False
 
-    def __init__(self, path: str, *, kms_key_id: str | None = None) -> None:
+    def __init__(
+        self, path: str, *, kms_key_id: str | None = None, session: Any | None = None
+    ) -> None:
+        """``session``: a boto3 Session to use instead of a default one (a profile or
+        assumed role chosen by the caller)."""
         self.path = path
         self.kms_key_id = kms_key_id
+        self._session = session
         self._client_cache: Any = None
         self._hidden: tuple[str, ...] = ()
 
@@ -150,7 +156,7 @@ class SecretsManagerDestination:
             raise DestinationCheckError(
                 self.describe(), "the boto3 package is not installed", hint=INSTALL_HINT
             ) from None
-        session = boto3.session.Session()
+        session = self._session or boto3.session.Session()
         config = botocore.config.Config(
             connect_timeout=10, read_timeout=30, retries={"max_attempts": 4, "mode": "standard"}
         )
@@ -185,10 +191,9 @@ class SecretsManagerDestination:
         try:
             return fn(**kwargs)
         except botocore.exceptions.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code, message = _error_of(exc.response)
             if code in allow:
                 return None
-            message = one_line(str(exc.response.get("Error", {}).get("Message", "")))
             reason = f"{code} ({message})" if message else code
             if code in _CREDENTIAL_CODES:
                 reason = f"AWS refused the credentials: {reason}"
@@ -198,3 +203,18 @@ class SecretsManagerDestination:
             reason = f"{type(exc).__name__} ({one_line(str(exc))})"
         hidden = (*self._hidden, *secrets)
         raise error(self.describe(), redact(f"{what}: {reason}", hidden)) from None
+
+
+def _error_of(response: dict[str, Any]) -> tuple[str, str]:
+    """(code, message) of an error answer. When the body was not the JSON botocore
+    expects (an XML answer from a proxy or an emulator), botocore gives the HTTP status
+    as the code and the raw body as the message: the XML's own Code and Message then."""
+    error = response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+    if code.isdigit():
+        xml_code = re.search(r"<Code>([^<]{1,100})</Code>", message)
+        xml_message = re.search(r"<Message>([^<]{0,500})</Message>", message)
+        if xml_code:
+            code = xml_code.group(1)
+            message = xml_message.group(1) if xml_message else ""
+    return code, one_line(message)

@@ -108,9 +108,17 @@ class VaultDestination:
     # ------------------------------------------------------------------ check
 
     def check(self, names: Collection[str] = ()) -> None:
+        self._client()  # first, so a missing hvac or token is reported as such
         paths = [f"{self.mount}/data/{self.secret_path(n)}" for n in sorted(names)]
         probe = paths or [f"{self.mount}/data/{self.secret_path('reconciler-check')}"]
-        caps = self._call(DestinationCheckError, "checking the token", self._capabilities, probe)
+        caps = self._call(
+            DestinationCheckError,
+            "checking the token",
+            self._capabilities,
+            probe,
+            refused_hint="check VAULT_TOKEN (or `vault login`) and VAULT_NAMESPACE; the "
+            "token's policies must allow sys/capabilities-self (the default policy does)",
+        )
         self._check_mount()
         for path in paths:
             have = set(caps.get(path, ()))
@@ -232,18 +240,26 @@ class VaultDestination:
         fn: Callable[..., _T],
         *args: Any,
         secrets: tuple[str, ...] = (),
+        refused_hint: str | None = None,
         **kwargs: Any,
     ) -> _T:
         """``fn(*args, **kwargs)`` with hvac's and requests' exceptions turned into
         ``error``, naming what was being done and Vault's reason, credentials removed."""
+        import hvac.exceptions
+
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
             reason = self._reason(exc)
             if reason is None:
                 raise
+            refused = isinstance(exc, (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized))
             hidden = (self.settings.token, *secrets)
-            raise error(self.describe(), redact(f"{what}: {reason}", hidden)) from None
+            raise error(
+                self.describe(),
+                redact(f"{what}: {reason}", hidden),
+                hint=refused_hint if refused else None,
+            ) from None
 
     def _reason(self, exc: Exception) -> str | None:
         import hvac.exceptions
