@@ -81,8 +81,12 @@ def _vault(text: str) -> VaultDestination:
     example = "vault://secret/bentocloud"
     parts = urlsplit(text.replace("{name}", "%7Bname%7D"))
     if parts.query or parts.fragment or "@" in parts.netloc:
+        shown = f"vault://{parts.netloc.rpartition('@')[2]}{parts.path}".replace(
+            "%7Bname%7D", "{name}"
+        )
         raise DestinationSyntaxError(
-            f"{text!r}: a vault destination takes no query, fragment or credentials (set "
+            f"{shown!r} (shown without its query or credentials): a vault destination takes "
+            "no query, fragment or credentials (set "
             f"VAULT_ADDR and VAULT_TOKEN instead); e.g. {example}"
         )
     mount = parts.netloc
