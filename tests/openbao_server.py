@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -52,11 +53,19 @@ class OpenBao:
     root_token: str
     process: subprocess.Popen[bytes]
     log: Path
+    ca_cert: Path | None = None  # with tls=True: the CA the dev server generated
 
-    def client(self, token: str | None = None) -> Any:
+    def client(self, token: str | None = None, namespace: str | None = None) -> Any:
         import hvac
 
-        return hvac.Client(url=self.url, token=token or self.root_token, timeout=15)
+        verify: str | bool = str(self.ca_cert) if self.ca_cert else True
+        return hvac.Client(
+            url=self.url,
+            token=token or self.root_token,
+            namespace=namespace,
+            verify=verify,
+            timeout=15,
+        )
 
     def stop(self) -> None:
         self.process.terminate()
@@ -67,27 +76,32 @@ class OpenBao:
             self.process.wait(timeout=15)
 
 
-def start_openbao(directory: Path) -> OpenBao:
+def start_openbao(directory: Path, *, tls: bool = False) -> OpenBao:
+    """A dev server; with ``tls`` it serves HTTPS with a CA of its own in ``directory``."""
     port = free_port()
     root = "root-" + secrets.token_hex(20)  # "s." and "hvs." prefixes are reserved
     log = directory / f"openbao-{port}.log"
+    args = [
+        bao_binary(),
+        "server",
+        "-dev",
+        f"-dev-listen-address=127.0.0.1:{port}",
+        f"-dev-root-token-id={root}",
+        "-dev-no-store-token",
+    ]
+    if tls:
+        args += ["-dev-tls", f"-dev-tls-cert-dir={directory}"]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                bao_binary(),
-                "server",
-                "-dev",
-                f"-dev-listen-address=127.0.0.1:{port}",
-                f"-dev-root-token-id={root}",
-                "-dev-no-store-token",
-            ],
+            args,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=directory,
         )
-    url = f"http://127.0.0.1:{port}"
-    server = OpenBao(url=url, root_token=root, process=process, log=log)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    ca = directory / "vault-ca.pem" if tls else None
+    server = OpenBao(url=url, root_token=root, process=process, log=log, ca_cert=ca)
     _wait_healthy(server)
     return server
 
@@ -97,8 +111,15 @@ def _wait_healthy(server: OpenBao) -> None:
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(f"{server.url}/v1/sys/health", timeout=2).status_code == 200:
-                return
+            if server.ca_cert is None or server.ca_cert.exists():
+                verify: ssl.SSLContext | bool = (
+                    ssl.create_default_context(cafile=str(server.ca_cert))
+                    if server.ca_cert
+                    else True
+                )
+                health = httpx.get(f"{server.url}/v1/sys/health", timeout=2, verify=verify)
+                if health.status_code == 200:
+                    return
         except httpx.HTTPError:
             pass
         if server.process.poll() is not None or time.monotonic() > deadline:

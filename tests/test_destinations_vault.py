@@ -134,6 +134,50 @@ def test_second_delivery_is_current_and_first_is_previous_version(openbao: OpenB
     assert read(openbao, f"{path}/ci-deployer", version=1)["data"]["token"] == first.value
 
 
+def test_namespace_comes_from_vault_namespace(
+    openbao: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace = f"team-{uuid.uuid4().hex[:6]}"
+    root = openbao.client()
+    root.adapter.post(f"/v1/sys/namespaces/{namespace}")
+    inside = openbao.client(namespace=namespace)
+    inside.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+    monkeypatch.setenv("VAULT_NAMESPACE", namespace)
+    destination = parse_destination("vault://kv/bentocloud")
+    assert f"namespace {namespace}" in destination.describe()
+    delivery = new_delivery()
+    destination.check({delivery.name})
+    destination.deliver(delivery)
+    stored = inside.secrets.kv.v2.read_secret_version(
+        path="bentocloud/ci-deployer", mount_point="kv", raise_on_deleted_version=True
+    )
+    assert stored["data"]["data"]["token"] == delivery.value
+    monkeypatch.delenv("VAULT_NAMESPACE")  # the same mount is not in the root namespace
+    with pytest.raises(DestinationCheckError, match="no mount kv/"):
+        parse_destination("vault://kv/bentocloud").check({delivery.name})
+
+
+def test_https_server_needs_vault_cacert(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_openbao(tmp_path_factory.mktemp("openbao-tls"), tls=True)
+    REGISTRY.add_secret(server.root_token, "vault-root-token")
+    try:
+        monkeypatch.setenv("VAULT_ADDR", server.url)
+        monkeypatch.setenv("VAULT_TOKEN", server.root_token)
+        with pytest.raises(DestinationCheckError, match="TLS verification failed; set VAULT_CA"):
+            parse_destination("vault://secret/bentocloud").check({"ci-deployer"})
+        assert server.ca_cert is not None
+        monkeypatch.setenv("VAULT_CACERT", str(server.ca_cert))
+        destination = parse_destination("vault://secret/bentocloud")
+        destination.check({"ci-deployer"})
+        delivery = new_delivery()
+        destination.deliver(delivery)
+        assert read(server, "bentocloud/ci-deployer")["data"]["token"] == delivery.value
+    finally:
+        server.stop()
+
+
 def test_describe_names_address_but_no_token(openbao: OpenBao) -> None:
     destination = parse_destination("vault://secret/bentocloud")
     text = destination.describe()
@@ -271,6 +315,22 @@ def test_write_refused_by_second_vault_rolls_back_the_first(openbao: OpenBao) ->
     assert text.startswith(f"vault://secret/{bad_path}") and "permission denied" in text
     assert caught.value.undone == [first.describe()]
     assert read(openbao, f"{good_path}/ci-deployer")["data"]["token"] == old.value
+
+
+def test_undo_after_a_deleted_version_leaves_the_secret_deleted(openbao: OpenBao) -> None:
+    """Someone had deleted the current version: undone, the secret reads as deleted again
+    rather than showing the value of a token that is about to be deleted."""
+    path = unique_path()
+    vault = VaultDestination("secret", path)
+    vault.deliver(new_delivery())
+    kv = openbao.client().secrets.kv.v2
+    kv.delete_latest_version_of_secret(path=f"{path}/ci-deployer", mount_point="secret")
+    with pytest.raises(DeliveryAbortedError):
+        deliver_all([vault, failing_exec()], new_delivery())
+    answer = kv.read_secret_version(
+        path=f"{path}/ci-deployer", mount_point="secret", raise_on_deleted_version=False
+    )
+    assert answer["data"]["data"] is None and answer["data"]["metadata"]["version"] == 2
 
 
 def test_undo_refuses_to_overwrite_a_newer_write(openbao: OpenBao) -> None:
