@@ -73,6 +73,20 @@ def test_command_gets_the_value_on_stdin_and_the_fields_in_its_environment(
     ]
 
 
+def test_command_inherits_the_environment_but_not_the_api_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api_key = "rca_" + secrets.token_urlsafe(32)
+    REGISTRY.add_secret(api_key, "api-key")
+    monkeypatch.setenv("BENTO_CLOUD_API_KEY", api_key)
+    monkeypatch.setenv("GH_TOKEN", "ghp_for_the_command")
+    out = tmp_path / "env"
+    ExecDestination(f"env > {out}").deliver(new_delivery())
+    seen = out.read_text()
+    assert "GH_TOKEN=ghp_for_the_command" in seen and api_key not in seen
+    assert "BENTO_CLOUD_API_KEY" not in seen
+
+
 def test_never_expiring_token_has_an_empty_expiry(tmp_path: Path) -> None:
     out = tmp_path / "expiry"
     ExecDestination(f'printf "[%s]" "$RECONCILER_TOKEN_EXPIRES_AT" > {out}').deliver(new_delivery())

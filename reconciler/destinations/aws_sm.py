@@ -9,6 +9,7 @@ used (extra ``aws``).
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Callable, Collection
 from typing import Any
@@ -54,6 +55,7 @@ class SecretsManagerDestination:
         self.kms_key_id = kms_key_id
         self._session = session
         self._client_cache: Any = None
+        self._lock = threading.Lock()
         self._hidden: tuple[str, ...] = ()
 
     def secret_id(self, name: str) -> str:
@@ -146,6 +148,10 @@ class SecretsManagerDestination:
     # ---------------------------------------------------------------- plumbing
 
     def _client(self) -> Any:
+        with self._lock:  # apply delivers from several threads (--parallelism)
+            return self._make_client()
+
+    def _make_client(self) -> Any:
         if self._client_cache is not None:
             return self._client_cache
         try:

@@ -2,7 +2,8 @@
 
 COMMAND runs under ``/bin/sh -c`` with the value on stdin (no newline added) and
 ``RECONCILER_TOKEN_NAME``, ``RECONCILER_TOKEN_LIVE_NAME``, ``RECONCILER_TOKEN_UID`` and
-``RECONCILER_TOKEN_EXPIRES_AT`` (empty for never) in its environment; exit status 0
+``RECONCILER_TOKEN_EXPIRES_AT`` (empty for never) in its environment (reconciler's own,
+without ``BENTO_CLOUD_API_KEY``); exit status 0
 means delivered. It runs in its own process group, killed whole when it outlives the
 timeout. Its output (stdout and stderr together) is passed on with the value masked. A
 command cannot be undone, so deliver_all runs these after every other destination.
@@ -26,6 +27,7 @@ from reconciler.destinations.base import (
     one_line,
     redact,
 )
+from reconciler.settings import ENV_API_KEY
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
 SHELL = "/bin/sh"
@@ -101,7 +103,8 @@ class ExecDestination:
     def _run(self, delivery: Delivery) -> tuple[str, int | None]:
         """(output, exit status), the status None when the command timed out."""
         env = {
-            **os.environ,
+            # The BentoCloud API key stays with reconciler: a delivery command never needs it.
+            **{k: v for k, v in os.environ.items() if k != ENV_API_KEY},
             "RECONCILER_TOKEN_NAME": delivery.name,
             "RECONCILER_TOKEN_LIVE_NAME": delivery.live_name,
             "RECONCILER_TOKEN_UID": delivery.uid,

@@ -9,6 +9,7 @@ is checked or used (extra ``vault``), so nothing here is on the start-up path.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ class VaultDestination:
         self.path = path
         self._settings = settings
         self._client_cache: Any = None
+        self._lock = threading.Lock()
 
     @property
     def settings(self) -> VaultSettings:
@@ -210,6 +212,10 @@ class VaultDestination:
     # ---------------------------------------------------------------- plumbing
 
     def _client(self) -> Any:
+        with self._lock:  # apply delivers from several threads (--parallelism)
+            return self._make_client()
+
+    def _make_client(self) -> Any:
         if self._client_cache is None:
             try:
                 import hvac
