@@ -307,6 +307,17 @@ def test_unknown_credentials_fail_check(
     assert "AWS refused the credentials" in text
 
 
+def test_secret_scheduled_for_deletion_fails_check(moto: Moto) -> None:
+    path = unique_path()
+    destination = parse_destination(f"aws-sm://{path}")
+    destination.deliver(new_delivery())
+    moto.client().delete_secret(SecretId=f"{path}/ci-deployer", RecoveryWindowInDays=7)
+    with pytest.raises(DestinationCheckError) as caught:
+        destination.check({"ci-deployer"})
+    assert f"secret {path}/ci-deployer is scheduled for deletion" in str(caught.value)
+    assert "restore-secret" in str(caught.value)
+
+
 def test_no_region_fails_check_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     with pytest.raises(DestinationCheckError, match="no AWS region; set AWS_REGION"):

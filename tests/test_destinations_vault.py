@@ -345,3 +345,14 @@ def test_undo_refuses_to_overwrite_a_newer_write(openbao: OpenBao) -> None:
     with pytest.raises(DestinationError, match="check-and-set"):
         undo()
     assert read(openbao, f"{path}/ci-deployer")["data"] == {"token": "someone-else"}
+
+
+def test_undo_of_a_first_write_leaves_a_secret_written_since(openbao: OpenBao) -> None:
+    path = unique_path()
+    undo = VaultDestination("secret", path).deliver(new_delivery())
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=f"{path}/ci-deployer", secret={"token": "someone-else"}, mount_point="secret"
+    )
+    with pytest.raises(DestinationError, match="version 2 was written after ours; left as it"):
+        undo()
+    assert read(openbao, f"{path}/ci-deployer")["data"] == {"token": "someone-else"}

@@ -82,10 +82,18 @@ class SecretsManagerDestination:
             )  # fmt: skip
             return
         for name in sorted(names):
-            self._call(
-                DestinationCheckError, f"reading secret {self.secret_id(name)}",
-                client.describe_secret, SecretId=self.secret_id(name), allow=(_MISSING,),
+            secret_id = self.secret_id(name)
+            found = self._call(
+                DestinationCheckError, f"reading secret {secret_id}",
+                client.describe_secret, SecretId=secret_id, allow=(_MISSING,),
             )  # fmt: skip
+            if found is not None and found.get("DeletedDate"):
+                raise DestinationCheckError(
+                    self.describe(),
+                    f"secret {secret_id} is scheduled for deletion, so no value can be put",
+                    hint=f"restore it (aws secretsmanager restore-secret --secret-id {secret_id}) "
+                    "or delete it for good (delete-secret --force-delete-without-recovery)",
+                )
 
     # ---------------------------------------------------------------- deliver
 

@@ -183,10 +183,7 @@ class VaultDestination:
         kv = self._client().secrets.kv.v2
         where = f"putting back {self.mount}/{path}"
         if version == 1:
-            self._call(
-                UndoFailedError, where, kv.delete_metadata_and_all_versions,
-                path=path, mount_point=self.mount,
-            )  # fmt: skip
+            self._remove_new(path, where)
             return
         before = self._call(
             UndoFailedError, where, kv.read_secret_version,
@@ -207,6 +204,23 @@ class VaultDestination:
             UndoFailedError, where, kv.create_or_update_secret,
             path=path, secret=data["data"], cas=version, mount_point=self.mount,
             secrets=tuple(str(v) for v in data["data"].values()),
+        )  # fmt: skip
+
+    def _remove_new(self, path: str, where: str) -> None:
+        """Remove a secret this delivery created, unless someone wrote to it since."""
+        kv = self._client().secrets.kv.v2
+        metadata = self._call(
+            UndoFailedError, where, kv.read_secret_metadata, path=path, mount_point=self.mount
+        )
+        current = int(((metadata or {}).get("data") or {}).get("current_version", 0))
+        if current != 1:
+            raise UndoFailedError(
+                self.describe(),
+                f"{where}: version {current} was written after ours; left as it is",
+            )
+        self._call(
+            UndoFailedError, where, kv.delete_metadata_and_all_versions,
+            path=path, mount_point=self.mount,
         )  # fmt: skip
 
     # ---------------------------------------------------------------- plumbing
