@@ -19,15 +19,16 @@ import click
 from reconciler import __version__
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.runtime import Options, Runtime
+from reconciler.text import plural
 
 if TYPE_CHECKING:
-    from reconciler.applier import ApplyEvent, ApplyResult
+    from reconciler.applier import ApplyEvent
     from reconciler.plan import Plan
-    from reconciler.planfile import SavedPlan
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CHANGES = 2
 DEFAULT_MANIFESTS = ("manifests",)
+# The keys of render.RENDERERS (not imported here: --help should stay fast).
 FORMATS = click.Choice(["text", "markdown", "json"])
 GC_THRESHOLD = 200_000
 
@@ -152,10 +153,7 @@ def validate(paths: tuple[str, ...]) -> None:
     manifests = load_manifests(paths or DEFAULT_MANIFESTS)
     count = len(manifests.tokens)
     files = len(manifests.files)
-    click.echo(
-        f"{count} token{'s' if count != 1 else ''} in {files} file{'s' if files != 1 else ''}: "
-        "valid."
-    )
+    click.echo(f"{plural(count, 'token')} in {plural(files, 'file')}: valid.")
 
 
 @cli.command()
@@ -171,37 +169,18 @@ def schema() -> None:
 # ---------------------------------------------------------------- plan / show / apply
 
 
-def _render(plan: Plan, fmt: str) -> str:
-    from reconciler import render
+def _echo_plan(plan: Plan, fmt: str) -> None:
+    from reconciler.render import render
 
-    if fmt == "json":
-        return render.render_json(plan)
-    if fmt == "markdown":
-        return render.render_markdown(plan)
-    return render.render_text(plan, color=use_color())
-
-
-@contextmanager
-def _maybe_lock(runtime: Runtime, operation: str, lock: bool, timeout: float) -> Iterator[None]:
-    if not lock:
-        yield
-        return
-    with runtime.backend.lock(operation, timeout):
-        yield
+    text = render(plan, fmt, color=use_color())
+    click.echo(text, nl=not text.endswith("\n"))
 
 
 def _duration_seconds(text: str) -> float:
-    from reconciler.spec import parse_duration
+    from reconciler.spec import parse_wait
 
-    text = text.strip()
-    if text in ("0", "0s"):
-        return 0.0
-    if text.endswith("s") and text[:-1].isdigit():
-        return float(text[:-1])
-    if text.endswith("m") and text[:-1].isdigit():
-        return float(text[:-1]) * 60
     try:
-        return parse_duration(text).total_seconds()
+        return parse_wait(text).total_seconds()
     except ValueError:
         raise ConfigError(
             f"--lock-timeout {text!r}: use a duration such as 0, 30s, 5m or 1h"
@@ -225,17 +204,10 @@ def plan_options(func: F) -> F:
     return func
 
 
-def _make_plan(runtime: Runtime, paths: tuple[str, ...], prune: bool) -> tuple[Plan, str, Any, Any]:
-    """Load manifests (before contacting anything), then state and live tokens."""
-    from reconciler.manifest import load_manifests
-    from reconciler.planner import build_plan
-    from reconciler.spec import utcnow
-
-    manifests = load_manifests(paths or DEFAULT_MANIFESTS)
-    state = runtime.read_state()
-    live = runtime.api.list()
-    plan = build_plan(manifests.tokens, live, state, now=utcnow(), prune=prune)
-    return plan, manifests.digest, state, live
+def hint(command: str) -> str:
+    """``reconciler COMMAND`` with the connection options this run was given (never the
+    API key), so the command works when pasted."""
+    return " ".join(["reconciler", *options().hint_args(), command])
 
 
 @cli.command()
@@ -266,42 +238,39 @@ def plan(
     prune: bool,
     lock_timeout: str,
 ) -> None:
-    """Show what apply would change. Read-only."""
-    from reconciler.planfile import SavedPlan, affected_tokens, write_plan_file
+    """Show what apply would change. Read-only.
 
+    PATHS are manifest files or directories (default: manifests/).
+    """
+    import shlex
+
+    from reconciler.operations import PlanRequest, make_plan, save_plan
+
+    timeout = _duration_seconds(lock_timeout)
+    request = PlanRequest(paths=paths, prune=prune, lock=lock, lock_timeout=timeout)
     with Runtime(options()) as runtime:
-        timeout = _duration_seconds(lock_timeout)
-        with _maybe_lock(runtime, "plan", lock, timeout):
-            result, digest, _state, live = _make_plan(runtime, paths, prune)
-        text = _render(result, fmt)
-        click.echo(text, nl=not text.endswith("\n"))
-        _github_step_summary(result)
-        result.check(force=True)  # conflicts fail the plan, and leave no plan file to apply
+        planned = make_plan(runtime, request)
+        _echo_plan(planned.plan, fmt)
+        _github_step_summary(planned.plan)
+        planned.plan.check(force=True)  # conflicts fail the plan, and leave no file to apply
         if out:
-            saved = SavedPlan(
-                plan=result,
-                endpoint=runtime.endpoint_id,
-                manifest_digest=digest,
-                prune=prune,
-                affected=affected_tokens(result, live),
-            )
-            write_plan_file(Path(out), saved)
-            click.echo(f"Saved the plan to {out}. Apply it with: reconciler apply {out}", err=True)
-        _warn_if_unsafe(result)
-    if detailed_exitcode and result.has_changes:
+            save_plan(runtime, planned, Path(out), prune=prune)
+            command = hint(f"apply {shlex.quote(out)}")
+            click.echo(f"Saved the plan to {out}. Apply it with: {command}", err=True)
+        _warn_if_unsafe(planned.plan)
+    if detailed_exitcode and planned.plan.has_changes:
         sys.exit(EXIT_CHANGES)
 
 
 def _warn_if_unsafe(result: Plan) -> None:
     """Say in the plan (run in pull requests) what apply's safety check would refuse, so
     the refusal does not first show up in the deploy job."""
-    from reconciler.errors import PlanError
+    from reconciler.errors import UnsafePlanError
 
     try:
         result.check()
-    except PlanError as exc:
-        reason = str(exc).removeprefix("refusing to apply: ")
-        click.echo(f"Warning: apply will refuse this plan without --force: {reason}", err=True)
+    except UnsafePlanError as exc:
+        click.echo(f"Warning: apply will refuse this plan without --force: {exc.reason}", err=True)
 
 
 def _github_step_summary(result: Plan) -> None:
@@ -321,9 +290,7 @@ def show(planfile: str, fmt: str) -> None:
     """Render a saved plan."""
     from reconciler.planfile import read_plan_file
 
-    saved = read_plan_file(Path(planfile))
-    text = _render(saved.plan, fmt)
-    click.echo(text, nl=not text.endswith("\n"))
+    _echo_plan(read_plan_file(Path(planfile)).plan, fmt)
 
 
 @cli.command()
@@ -384,63 +351,36 @@ def apply(
     PATHS are manifest files or directories (default: manifests/), or one saved plan
     file made by `reconciler plan --out`.
     """
-    from reconciler.planfile import is_plan_file, read_plan_file
+    from reconciler import operations
+    from reconciler.errors import ApplyFailed
+    from reconciler.render import apply_report
 
-    saved: SavedPlan | None = None
-    if len(paths) == 1 and is_plan_file(Path(paths[0])):
-        saved = read_plan_file(Path(paths[0]))
-        if prune:
-            raise ConfigError(
-                "--prune does not apply to a saved plan: it was decided when the plan was made "
-                "(`reconciler plan --prune --out FILE`)"
-            )
+    request = operations.ApplyRequest(
+        paths=paths,
+        secrets_out=secrets_out,
+        secrets_format=secrets_format,
+        discard_secrets=discard_secrets,
+        parallelism=parallelism,
+        force=force,
+        threshold=threshold,
+        prune=prune,
+        lock_timeout=_duration_seconds(lock_timeout),
+    )
     with Runtime(options()) as runtime:
-        timeout = _duration_seconds(lock_timeout)
-        with runtime.backend.lock("apply", timeout):
-            if saved is not None:
-                from reconciler.planfile import check_endpoint, check_fresh
-
-                check_endpoint(saved, runtime.endpoint_id)
-                state = runtime.read_state()
-                live = runtime.api.list()
-                check_fresh(saved, endpoint=runtime.endpoint_id, state=state, live=live)
-                result = saved.plan
-            else:
-                result, _digest, state, _live = _make_plan(runtime, paths, prune)
-            text = _render(result, "text")
-            click.echo(text, nl=not text.endswith("\n"))
-            result.check(threshold, force=force)
-            if not result.has_changes:
-                return
-            _require_sink(result, secrets_out, discard_secrets)
-            if not auto_approve and saved is None:  # a saved plan was approved when it was saved
-                _confirm()
-            sink = _open_sink(secrets_out, secrets_format)
-            outcome = _run_apply(runtime, result, state, sink, parallelism)
-    _report(outcome, secrets_out)
-
-
-def _open_sink(secrets_out: str | None, secrets_format: str | None) -> Any:
-    """Opened after confirmation but before the first create, so an unwritable sink fails
-    the run while nothing exists yet."""
-    from reconciler.secrets_sink import SecretsSink
-
-    if not secrets_out:
-        return None
-    fmt = secrets_format or ("dotenv" if secrets_out.endswith(".env") else "json")
-    return SecretsSink.open(secrets_out, fmt)  # type: ignore[arg-type]
-
-
-def _require_sink(result: Plan, secrets_out: str | None, discard: bool) -> None:
-    from reconciler.errors import SecretsError
-
-    creates = sum(1 for a in result.actions if a.kind in ("create", "replace"))
-    if creates and not secrets_out and not discard:
-        raise SecretsError(
-            f"the plan creates {creates} token{'s' if creates != 1 else ''} whose value"
-            f"{'s are' if creates != 1 else ' is'} shown only once: pass --secrets-out FILE "
-            "to receive them, or --discard-secrets if nobody needs them"
+        outcome = operations.apply(
+            runtime,
+            request,
+            show=lambda plan: _echo_plan(plan, "text"),
+            confirm=None if auto_approve else lambda _plan: _confirm(),
+            on_event=_progress(),
+            stopping=_stop_on_signals,
         )
+    if outcome.result is None:
+        return
+    report = apply_report(outcome.result, secrets_out)
+    if not outcome.result.ok:
+        raise ApplyFailed(report)
+    click.echo(report)
 
 
 def _confirm() -> None:
@@ -453,12 +393,7 @@ def _confirm() -> None:
         raise ConfigError("apply cancelled; nothing was changed")
 
 
-def _run_apply(
-    runtime: Runtime, result: Plan, state: Any, sink: Any, parallelism: int
-) -> ApplyResult:
-    from reconciler.applier import Applier
-    from reconciler.journal import Journal
-
+def _progress() -> Callable[[ApplyEvent], None]:
     printing = threading.Lock()
     color = use_color()
 
@@ -469,16 +404,13 @@ def _run_apply(
         with printing:
             click.echo(f"  {event.action.kind:<8} {event.action.name}: {mark} {event.detail}")
 
-    journal = Journal(runtime.backend, state)
-    applier = Applier(runtime.api, journal, sink, parallelism=parallelism, on_event=progress)
-    click.echo("Applying...")
-    with _stop_on_signals(applier.request_stop):
-        return applier.run(result)
+    return progress
 
 
 @contextmanager
 def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
     """SIGINT/SIGTERM finish the calls in flight, record them, and start nothing new."""
+    click.echo("Applying...")
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -494,43 +426,6 @@ def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _report(outcome: ApplyResult, secrets_out: str | None) -> None:
-    counts: dict[str, int] = {}
-    for event in outcome.done:
-        counts[event.action.kind] = counts.get(event.action.kind, 0) + 1
-    words = {
-        "create": "created",
-        "replace": "replaced",
-        "delete": "deleted",
-        "adopt": "adopted",
-        "forget": "forgotten",
-    }
-    done = ", ".join(f"{n} {words[k]}" for k, n in counts.items()) or "nothing done"
-    if outcome.ok:
-        click.echo(f"Apply complete: {done}.")
-        if secrets_out and (counts.get("create") or counts.get("replace")):
-            click.echo(f"New token values are in {secrets_out}.")
-        return
-    lines = [f"Apply stopped: {done}."]
-    if outcome.interrupted:
-        lines.append(f"Interrupted by {outcome.interrupted}.")
-    for event in outcome.failed:
-        lines.append(f"  failed: {event.action.kind} {event.action.name}: {event.detail}")
-    if outcome.not_started:
-        names = ", ".join(f"{a.kind} {a.name}" for a in outcome.not_started[:10])
-        more = len(outcome.not_started) - 10
-        lines.append(
-            f"  not started ({len(outcome.not_started)}): {names}"
-            + (f" and {more} more" if more > 0 else "")
-        )
-    lines.append("State records everything that was done; run apply again to converge.")
-    raise ApplyFailed("\n".join(lines))
-
-
-class ApplyFailed(ReconcilerError):
-    """Some actions failed or were not started; the summary is the message."""
 
 
 # ---------------------------------------------------------------- state and locks
@@ -760,8 +655,44 @@ def _sigterm_unwinds() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _command_named(argv: list[str]) -> list[str]:
+    """The command path argv names (['state', 'rm']), for errors click raises without one."""
+    names: list[str] = []
+    group: click.Command = cli
+    for arg in argv:
+        if not isinstance(group, click.Group):
+            break
+        sub = group.commands.get(arg)
+        if sub is not None:
+            names.append(arg)
+            group = sub
+    return names
+
+
+def _usage_error(exc: click.UsageError, argv: list[str]) -> str:
+    """One line for a command-line mistake, with where to read the right usage."""
+    names = exc.ctx.command_path.split()[1:] if exc.ctx is not None else _command_named(argv)
+    command = " ".join(names)
+    see = " ".join(["reconciler", *names, "--help"])
+    if isinstance(exc, click.NoSuchOption):
+        message = f"no such option {exc.option_name}" + (f" for {command}" if command else "")
+        if exc.possibilities:
+            message += f" (did you mean {', '.join(sorted(exc.possibilities))}?)"
+        return f"{message}; see {see}"
+    param = getattr(exc, "param", None)
+    if isinstance(param, click.Option) and isinstance(param.type, click.types.BoolParamType):
+        message = f"invalid value for {param.opts[0]}: use true or false"
+    else:
+        message = exc.format_message().rstrip(".")
+        message = " ".join((message[:1].lower() + message[1:]).split())
+    return f"{command + ': ' if command else ''}{message}; see {see}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; a ReconcilerError is one line on stderr and exit 1 (traceback with -vv)."""
+    """Run the CLI; a ReconcilerError is one line on stderr and exit 1 (traceback with -vv).
+
+    Usage errors exit 1 too: 2 means only "changes pending" (plan --detailed-exitcode),
+    so a mistyped flag in CI can never pass for a plan with changes."""
     # A run builds tens of thousands of small objects that all live until it ends (tokens,
     # specs, state): the cyclic collector would scan them again and again and find nothing,
     # a fifth of plan's CPU at 10,000 tokens. Collect far less often, as mypy does.
@@ -774,14 +705,30 @@ def main(argv: list[str] | None = None) -> None:
     except ReconcilerError as exc:
         if opts.verbose >= 2:
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {with_hints(str(exc), opts)}", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # `reconciler` alone, or a group alone: the help is the answer
+        sys.exit(0 if exc.ctx is not None and exc.ctx.parent is None else 1)
+    except click.UsageError as exc:
+        args = sys.argv[1:] if argv is None else argv
+        click.echo(f"Error: {_usage_error(exc, args)}", err=True)
+        sys.exit(1)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+
+
+def with_hints(message: str, opts: Options) -> str:
+    """``message`` with the run's connection options added to every command it suggests
+    (quoted in backticks), so a pasted suggestion reaches the same endpoint and state."""
+    extra = opts.hint_args()
+    if not extra:
+        return message
+    return message.replace("`reconciler ", "`reconciler " + " ".join(extra) + " ")

@@ -9,13 +9,15 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from reconciler.plan import Action, Conflict, Plan
+from reconciler.plan import Action, Conflict, LiveView, Plan, SpecView
 from reconciler.spec import TokenSpec, as_utc, format_duration, format_time, humanize
 from reconciler.state import OwnedToken, State
 from reconciler.token import ApiToken
 
 # A create's token may carry a created_at slightly before our recorded start when the
 # server's clock lags ours; a token much older than the start cannot be the one we sent.
+# The planner (orphans of earlier runs) and the applier (orphans of a lost create answer)
+# both use it.
 ORPHAN_CLOCK_SKEW = timedelta(minutes=2)
 # ...and the server commits it while the run that sent it still waits for the answer (three
 # attempts of at most minutes each). A token of that name made much later is somebody
@@ -35,37 +37,37 @@ REASON_EXPIRED = "expired"
 REASON_RETIRED = "old token of an interrupted replacement: its successor is already owned"
 
 
-def _spec_view(spec: TokenSpec) -> dict[str, Any]:
-    return {
-        "description": spec.description,
-        "scopes": sorted(spec.scopes),
-        "expires": spec.expires.text(),
-        "rotate_before": (
+def _spec_view(spec: TokenSpec) -> SpecView:
+    return SpecView(
+        description=spec.description,
+        scopes=tuple(sorted(spec.scopes)),
+        expires=spec.expires.text(),
+        rotate_before=(
             format_duration(spec.rotate_before) if spec.rotate_before is not None else None
         ),
-    }
+    )
 
 
 def _time_text(moment: datetime | None) -> str | None:
     return format_time(moment) if moment is not None else None
 
 
-def _live_view(token: ApiToken) -> dict[str, Any]:
-    return {
-        "description": token.description,
-        "scopes": sorted(set(token.scopes)),
-        "expired_at": _time_text(token.expired_at),
-        "created_at": _time_text(token.created_at),
-    }
+def _live_view(token: ApiToken) -> LiveView:
+    return LiveView(
+        description=token.description,
+        scopes=tuple(sorted(set(token.scopes))),
+        expired_at=_time_text(token.expired_at),
+        created_at=_time_text(token.created_at),
+    )
 
 
-def _recorded_view(owned: OwnedToken) -> dict[str, Any]:
-    return {
-        "description": owned.spec.description,
-        "scopes": sorted(owned.spec.scopes),
-        "expired_at": _time_text(owned.expired_at),
-        "created_at": _time_text(owned.created_at),
-    }
+def _recorded_view(owned: OwnedToken) -> LiveView:
+    return LiveView(
+        description=owned.spec.description,
+        scopes=tuple(sorted(owned.spec.scopes)),
+        expired_at=_time_text(owned.expired_at),
+        created_at=_time_text(owned.created_at),
+    )
 
 
 def _is_expired(token: ApiToken, now: datetime) -> bool:

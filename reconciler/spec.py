@@ -60,6 +60,19 @@ def parse_duration(text: str) -> timedelta:
     return int(digits) * unit
 
 
+_WAIT_PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_WAIT_UNITS = {"s": timedelta(seconds=1), "m": timedelta(minutes=1), **_UNITS}
+
+
+def parse_wait(text: str) -> timedelta:
+    """Parse a wait such as '0', '30s', '5m' or '1h': the duration grammar with seconds and
+    minutes too, and zero allowed (the only value without a unit). Raises ValueError."""
+    match = _WAIT_PATTERN.match(text)
+    if match is None or len(match.group(1)) > 9 or (not match.group(2) and int(match.group(1))):
+        raise ValueError(f"{clip(text)} is not a wait: use 0, 30s, 5m or 1h")
+    return int(match.group(1)) * _WAIT_UNITS[match.group(2) or "s"]
+
+
 def format_duration(delta: timedelta) -> str:
     """The shortest exact spelling of a duration made by parse_duration ('2w', '90d', '36h')."""
     hours = int(delta.total_seconds()) // 3600

@@ -19,7 +19,8 @@ from yaml.events import (
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
-from reconciler.errors import Problem, clip
+from reconciler.errors import Problem
+from reconciler.text import clip, quotable
 
 try:
     from yaml import CSafeLoader as _Parser
@@ -103,10 +104,6 @@ def _scalar(event: Any, tags: dict[str, str]) -> Any:
         # Looks like a date or number but is not one (2027-02-30): keep the text so the
         # field's own validation reports it with its accepted forms.
         return value
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
@@ -222,9 +219,10 @@ def _build(text: str, file: str, problems: list[Problem]) -> Any:
                 value = stack.pop()[0]
                 line = value.line
             elif kind is AliasEvent:
+                anchor = quotable(event.anchor, 40) or clip(event.anchor, 40)
                 raise _Fatal(
                     event.start_mark.line + 1,
-                    f"YAML aliases (*{_short(event.anchor)}) are not supported: write the value "
+                    f"YAML aliases (*{anchor}) are not supported: write the value "
                     "out in full instead of referring to an anchor",
                 )
             elif kind is DocumentStartEvent:

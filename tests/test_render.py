@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from reconciler.plan import Action, Conflict, Plan
+from reconciler.plan import Action, Conflict, LiveView, Plan, SpecView
 from reconciler.render import render_json, render_markdown, render_text
 from reconciler.spec import Expiry, TokenSpec
 
@@ -23,24 +23,19 @@ def spec(name: str, description: str = "", scopes: tuple[str, ...] = ("api",)) -
     )
 
 
-def live_view(
-    description: str, scopes: list[str], expired_at: str | None = None
-) -> dict[str, object]:
-    return {
-        "description": description,
-        "scopes": scopes,
-        "expired_at": expired_at,
-        "created_at": None,
-    }
+def live_view(description: str, scopes: list[str], expired_at: str | None = None) -> LiveView:
+    return LiveView(
+        description=description, scopes=tuple(scopes), expired_at=expired_at, created_at=None
+    )
 
 
-def spec_view(s: TokenSpec) -> dict[str, object]:
-    return {
-        "description": s.description,
-        "scopes": sorted(s.scopes),
-        "expires": s.expires.text(),
-        "rotate_before": None,
-    }
+def spec_view(s: TokenSpec) -> SpecView:
+    return SpecView(
+        description=s.description,
+        scopes=tuple(sorted(s.scopes)),
+        expires=s.expires.text(),
+        rotate_before=None,
+    )
 
 
 def full_plan() -> Plan:
