@@ -12,11 +12,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
 from reconciler import __version__
+from reconciler.cli_state import force_unlock, import_, state
+from reconciler.cli_support import (
+    DEFAULT_MANIFESTS,
+    _duration_seconds,
+    global_options,
+    lock_options,
+    options,
+    plan_options,
+    sigterm_unwinds,
+    stopped_by_sigterm,
+    usage_error,
+    use_color,
+    with_hints,
+)
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.runtime import Options, Runtime
 from reconciler.text import plural
@@ -25,104 +39,10 @@ if TYPE_CHECKING:
     from reconciler.applier import ApplyEvent
     from reconciler.plan import Plan
 
-F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CHANGES = 2
-DEFAULT_MANIFESTS = ("manifests",)
 # The keys of render.RENDERERS (not imported here: --help should stay fast).
 FORMATS = click.Choice(["text", "markdown", "json"])
 GC_THRESHOLD = 200_000
-
-
-def _set(attribute: str) -> Callable[[click.Context, click.Parameter, Any], None]:
-    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
-        if value is not None and value is not False and value != 0:
-            setattr(ctx.ensure_object(Options), attribute, value)
-
-    return callback
-
-
-def global_options(func: F) -> F:
-    """Connection and output options, accepted before or after the subcommand name."""
-    decorators = [
-        click.option(
-            "--endpoint",
-            callback=_set("endpoint"),
-            expose_value=False,
-            metavar="URL|local",
-            help="BentoCloud endpoint, or 'local' for the embedded local API. "
-            "Default: $BENTO_CLOUD_API_ENDPOINT, then BentoML's current cloud context.",
-        ),
-        click.option(
-            "--api-key",
-            callback=_set("api_key"),
-            expose_value=False,
-            help="API key. Default: $BENTO_CLOUD_API_KEY, then BentoML's current context.",
-        ),
-        click.option(
-            "--state",
-            callback=_set("state"),
-            expose_value=False,
-            metavar="PATH|s3://BUCKET/KEY",
-            help="State file or S3 object. Default: $RECONCILER_STATE, then the state: "
-            "section of ./reconciler.yaml, then state/tokens.state.json.",
-        ),
-        click.option(
-            "--no-color",
-            is_flag=True,
-            callback=lambda ctx, _p, v: _no_color(ctx, v),
-            expose_value=False,
-            help="No colour in output (also: NO_COLOR, or output not a terminal).",
-        ),
-        click.option(
-            "-v",
-            "--verbose",
-            count=True,
-            callback=_set_verbose,
-            expose_value=False,
-            help="Log progress details; twice for debug and tracebacks.",
-        ),
-        click.option(
-            "--allow-insecure-http",
-            is_flag=True,
-            callback=_set("allow_insecure_http"),
-            expose_value=False,
-            help="Allow plain http:// to a non-loopback endpoint (sends the key unencrypted).",
-        ),
-        click.option(
-            "--ca-bundle",
-            callback=_set("ca_bundle"),
-            expose_value=False,
-            type=click.Path(exists=True, dir_okay=False),
-            help="CA bundle to verify the endpoint's TLS certificate with.",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
-def _set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
-    if value:
-        opts = ctx.ensure_object(Options)
-        opts.verbose = max(opts.verbose, value)
-        level = logging.DEBUG if opts.verbose >= 2 else logging.INFO
-        logging.getLogger("reconciler").setLevel(level)
-
-
-def _no_color(ctx: click.Context, value: bool) -> None:
-    if value:
-        ctx.ensure_object(Options).color = False
-
-
-def options() -> Options:
-    return click.get_current_context().ensure_object(Options)
-
-
-def use_color() -> bool:
-    chosen = options().color
-    if chosen is not None:
-        return chosen
-    return "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,6 +61,10 @@ def cli() -> None:
 
 
 # ---------------------------------------------------------------- validate / schema
+
+
+for _command in (import_, state, force_unlock):
+    cli.add_command(_command)
 
 
 @cli.command()
@@ -174,34 +98,6 @@ def _echo_plan(plan: Plan, fmt: str) -> None:
 
     text = render(plan, fmt, color=use_color())
     click.echo(text, nl=not text.endswith("\n"))
-
-
-def _duration_seconds(text: str) -> float:
-    from reconciler.spec import parse_wait
-
-    try:
-        return parse_wait(text).total_seconds()
-    except ValueError:
-        raise ConfigError(
-            f"--lock-timeout {text!r}: use a duration such as 0, 30s, 5m or 1h"
-        ) from None
-
-
-def lock_options(func: F) -> F:
-    func = click.option(
-        "--lock-timeout",
-        default="0s",
-        show_default=True,
-        help="How long to wait for the state lock (e.g. 30s, 5m).",
-    )(func)
-    return func
-
-
-def plan_options(func: F) -> F:
-    func = click.option(
-        "--prune", is_flag=True, help="Also delete live tokens that are not declared."
-    )(func)
-    return func
 
 
 def hint(command: str) -> str:
@@ -255,7 +151,13 @@ def plan(
         planned.plan.check(force=True)  # conflicts fail the plan, and leave no file to apply
         if out:
             save_plan(runtime, planned, Path(out), prune=prune)
-            command = hint(f"apply {shlex.quote(out)}")
+            # Creates need somewhere to put the new values, or the pasted command is refused.
+            sink = (
+                " --secrets-out new-tokens.json"
+                if any(a.creates for a in planned.plan.actions)
+                else ""
+            )
+            command = hint(f"apply {shlex.quote(out)}{sink}")
             click.echo(f"Saved the plan to {out}. Apply it with: {command}", err=True)
         _warn_if_unsafe(planned.plan)
     if detailed_exitcode and planned.plan.has_changes:
@@ -428,149 +330,6 @@ def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-# ---------------------------------------------------------------- state and locks
-
-
-@cli.command("import")
-@click.argument("name")
-@click.argument("uid")
-@click.argument("paths", nargs=-1, type=click.Path())
-@lock_options
-@global_options
-def import_(name: str, uid: str, paths: tuple[str, ...], lock_timeout: str) -> None:
-    """Adopt the existing token UID into state as NAME (as declared in the manifests)."""
-    from reconciler.importer import import_token
-
-    with (
-        Runtime(options()) as runtime,
-        runtime.backend.lock("import", _duration_seconds(lock_timeout)),
-    ):
-        message = import_token(runtime, name, uid, paths or DEFAULT_MANIFESTS)
-    click.echo(message)
-
-
-@cli.group()
-def state() -> None:
-    """Inspect and edit state."""
-
-
-@state.command("list")
-@global_options
-def state_list() -> None:
-    """List the tokens reconciler owns."""
-    from reconciler.backends import backend_for
-    from reconciler.statecmd import render_state_table
-
-    backend = backend_for(options().state_location)
-    click.echo(render_state_table(backend.read()), nl=False)
-
-
-@state.command("show")
-@click.argument("name")
-@global_options
-def state_show(name: str) -> None:
-    """Show one owned token as recorded in state."""
-    from reconciler.backends import backend_for
-    from reconciler.statecmd import show_owned
-
-    backend = backend_for(options().state_location)
-    click.echo(show_owned(backend.read(), name, backend.describe()), nl=False)
-
-
-@state.command("rm")
-@click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@lock_options
-@global_options
-def state_rm(name: str, yes: bool, lock_timeout: str) -> None:
-    """Forget NAME without deleting the live token."""
-    from reconciler.backends import backend_for
-    from reconciler.statecmd import remove_owned
-
-    backend = backend_for(options().state_location)
-    with backend.lock("state rm", _duration_seconds(lock_timeout)):
-        current = backend.read()
-        if not yes:
-            if not sys.stdin.isatty():
-                raise ConfigError("refusing to edit state without confirmation: pass --yes")
-            if not click.confirm(f"Forget {name} (the live token stays)?", default=False):
-                raise ConfigError("cancelled; state was not changed")
-        click.echo(remove_owned(backend, current, name))
-
-
-@state.command("pull")
-@global_options
-def state_pull() -> None:
-    """Print the current state as JSON."""
-    from reconciler.backends import backend_for
-    from reconciler.statemove import pull
-
-    click.echo(pull(backend_for(options().state_location)), nl=False)
-
-
-@state.command("push")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@lock_options
-@global_options
-def state_push(file: str, lock_timeout: str) -> None:
-    """Upload a state FILE ('-': stdin) to the configured location.
-
-    Refuses a destination holding another lineage or a higher serial.
-    """
-    from reconciler.backends import backend_for
-    from reconciler.statemove import push, read_state_file
-
-    pushed = read_state_file(file)
-    backend = backend_for(options().state_location)
-    with backend.lock("state push", _duration_seconds(lock_timeout)):
-        message = push(backend, pushed, "stdin" if file == "-" else file)
-    click.echo(message)
-
-
-@state.command("migrate")
-@click.option(
-    "--to",
-    "destination",
-    required=True,
-    metavar="PATH|s3://BUCKET/KEY",
-    help="Where state should live from now on.",
-)
-@click.option(
-    "--keep-source",
-    is_flag=True,
-    help="Leave the old state in place (default: moved aside to <old>.migrated).",
-)
-@lock_options
-@global_options
-def state_migrate(destination: str, keep_source: bool, lock_timeout: str) -> None:
-    """Move state to another location, keeping lineage and serial.
-
-    Both locations are locked; a destination holding another lineage (or another
-    version of this one) is refused.
-    """
-    from reconciler.backends import backend_for
-    from reconciler.statemove import migrate
-
-    timeout = _duration_seconds(lock_timeout)
-    source = backend_for(options().state_location)
-    target = backend_for(destination)
-    with source.lock("state migrate", timeout), target.lock("state migrate", timeout):
-        message = migrate(source, target, keep_source=keep_source)
-    click.echo(message)
-
-
-@cli.command("force-unlock")
-@click.argument("lock_id")
-@global_options
-def force_unlock(lock_id: str) -> None:
-    """Release a stale state lock (only if LOCK_ID matches)."""
-    from reconciler.backends import backend_for
-
-    backend = backend_for(options().state_location)
-    backend.force_unlock(lock_id)
-    click.echo(f"Released lock {lock_id} on {backend.describe()}.")
-
-
 # ---------------------------------------------------------------- local API
 
 
@@ -621,71 +380,18 @@ def serve(
         )
     except ValueError as exc:
         raise ConfigError(f"serve: {exc}") from None
-    run_server(
-        host=host,
-        port=port,
-        db_path=Path(db_path),
-        api_key=api_key,
-        faults=faults,
-        max_page_size=page_size,
-    )
+    with stopped_by_sigterm():
+        run_server(
+            host=host,
+            port=port,
+            db_path=Path(db_path),
+            api_key=api_key,
+            faults=faults,
+            max_page_size=page_size,
+        )
 
 
 # ---------------------------------------------------------------- entry point
-
-
-@contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job, `kill`) unwinds like Ctrl-C instead of ending the
-    process on the spot, so the state lock is released on the way out. apply's own handler
-    takes over while changes are being made (see _stop_on_signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        # None: the previous handler was not installed from Python; leave ours then.
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _command_named(argv: list[str]) -> list[str]:
-    """The command path argv names (['state', 'rm']), for errors click raises without one."""
-    names: list[str] = []
-    group: click.Command = cli
-    for arg in argv:
-        if not isinstance(group, click.Group):
-            break
-        sub = group.commands.get(arg)
-        if sub is not None:
-            names.append(arg)
-            group = sub
-    return names
-
-
-def _usage_error(exc: click.UsageError, argv: list[str]) -> str:
-    """One line for a command-line mistake, with where to read the right usage."""
-    names = exc.ctx.command_path.split()[1:] if exc.ctx is not None else _command_named(argv)
-    command = " ".join(names)
-    see = " ".join(["reconciler", *names, "--help"])
-    if isinstance(exc, click.NoSuchOption):
-        message = f"no such option {exc.option_name}" + (f" for {command}" if command else "")
-        if exc.possibilities:
-            message += f" (did you mean {', '.join(sorted(exc.possibilities))}?)"
-        return f"{message}; see {see}"
-    param = getattr(exc, "param", None)
-    if isinstance(param, click.Option) and isinstance(param.type, click.types.BoolParamType):
-        message = f"invalid value for {param.opts[0]}: use true or false"
-    else:
-        message = exc.format_message().rstrip(".")
-        message = " ".join((message[:1].lower() + message[1:]).split())
-    return f"{command + ': ' if command else ''}{message}; see {see}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -700,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     opts = Options()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     try:
-        with _sigterm_unwinds():
+        with sigterm_unwinds():
             cli.main(args=argv, prog_name="reconciler", standalone_mode=False, obj=opts)
     except ReconcilerError as exc:
         if opts.verbose >= 2:
@@ -715,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if exc.ctx is not None and exc.ctx.parent is None else 1)
     except click.UsageError as exc:
         args = sys.argv[1:] if argv is None else argv
-        click.echo(f"Error: {_usage_error(exc, args)}", err=True)
+        click.echo(f"Error: {usage_error(cli, exc, args)}", err=True)
         sys.exit(1)
     except click.ClickException as exc:
         exc.show()
@@ -723,12 +429,3 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
-
-
-def with_hints(message: str, opts: Options) -> str:
-    """``message`` with the run's connection options added to every command it suggests
-    (quoted in backticks), so a pasted suggestion reaches the same endpoint and state."""
-    extra = opts.hint_args()
-    if not extra:
-        return message
-    return message.replace("`reconciler ", "`reconciler " + " ".join(extra) + " ")

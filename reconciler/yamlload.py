@@ -132,6 +132,10 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
             )
             context = f" ({exc.context}{at})"
         column = f" at column {mark.column + 1}" if mark is not None else ""
+        if _is_tab(exc, text):
+            message = f"YAML syntax error{column}: tabs are not allowed for indentation, use spaces"
+            problems.append(Problem(file, line, message))
+            return None, problems
         problems.append(
             Problem(file, line, f"YAML syntax error{column}: {what}{context}; fix the YAML syntax")
         )
@@ -146,6 +150,16 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
     except yaml.YAMLError as exc:
         problems.append(Problem(file, None, f"YAML error: {exc}; fix the YAML syntax"))
     return None, problems
+
+
+def _is_tab(exc: yaml.MarkedYAMLError, text: str) -> bool:
+    """Whether PyYAML stopped at a tab ('found character that cannot start any token', or
+    'a tab character that violates indentation'): YAML indents with spaces only."""
+    if "tab character" in (exc.problem or ""):
+        return True
+    mark = exc.problem_mark
+    index = getattr(mark, "index", -1)
+    return mark is not None and 0 <= index < len(text) and text[index] == "\t"
 
 
 def _build(text: str, file: str, problems: list[Problem]) -> Any:
