@@ -115,7 +115,7 @@ def render_text(plan: Plan, *, color: bool) -> str:
 
     lines: list[str] = []
     if plan.actions:
-        used = [kind for kind in SYMBOLS if any(a.kind == kind for a in plan.actions)]
+        used = [kind for kind in LEGEND if any(a.kind == kind for a in plan.actions)]
         lines.append("Actions are shown with these symbols:")
         for kind in used:
             symbol = style(f"{SYMBOLS[kind]:>3}", fg=COLORS[kind], bold=True)

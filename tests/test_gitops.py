@@ -302,7 +302,7 @@ def test_github_step_summary_gets_the_markdown(ws: Workspace) -> None:
 
 # ---------------------------------------------------------------- formats and snapshots
 
-_UID = re.compile(r"tok(_|&#95;)([0-9a-f]{20})")
+_UID = re.compile(r"tok(_|\\_|&#95;)([0-9a-f]{20})")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SHA = re.compile(r"\b[0-9a-f]{64}\b")
@@ -389,7 +389,7 @@ def test_plan_formats_with_every_action_kind_match_snapshots(every_kind: Workspa
     assert lines[2].startswith("**Plan: 1 to create, 2 to replace, 1 to delete, 1 to adopt, 1 to")
     kinds = [row.split("|")[2].strip(" *") for row in lines if row.startswith("| `")]
     assert kinds == ["replace", "replace", "delete", "create", "adopt", "forget"]
-    assert "rotation due: expires in 3d &#60; rotate&#95;before 14d" in markdown
+    assert "rotation due: expires in 3d &#60; rotate\\_before 14d" in markdown
     assert "<details><summary>1 unchanged, 1 unmanaged</summary>" in markdown
     data = json.loads(outputs["json"])
     assert data["format_version"] == 1
