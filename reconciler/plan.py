@@ -133,7 +133,9 @@ class Action:
     ``before`` is a view of the live token (None for create); ``after`` is a view of the
     desired spec (None for delete and forget). ``routine`` marks housekeeping that the
     safety threshold ignores: a replace caused only by expiry or rotation, or the delete of
-    a token left behind by an interrupted create.
+    a token left behind by an interrupted create. ``expiry_changed`` marks a replace whose
+    new token gets another expiry (the policy changed, the token expired or is due for
+    rotation), so renderers show the expiry beside the other changes.
     """
 
     kind: ActionKind
@@ -144,6 +146,7 @@ class Action:
     before: LiveView | None = None
     after: SpecView | None = None
     routine: bool = False
+    expiry_changed: bool = False
 
     @property
     def destructive(self) -> bool:
@@ -168,6 +171,7 @@ class Action:
             "before": self.before.to_dict() if self.before is not None else None,
             "after": self.after.to_dict() if self.after is not None else None,
             "routine": self.routine,
+            "expiry_changed": self.expiry_changed,
             "destructive": self.destructive,
         }
 
@@ -187,6 +191,7 @@ class Action:
             before=LiveView.from_dict(data["before"]) if data.get("before") is not None else None,
             after=SpecView.from_dict(data["after"]) if data.get("after") is not None else None,
             routine=bool(data.get("routine", False)),
+            expiry_changed=bool(data.get("expiry_changed", False)),
         )
 
 

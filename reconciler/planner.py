@@ -122,6 +122,9 @@ class _Comparison:
             self._expiry[key] = expiry
         return False
 
+    def expiry_differs(self, key: str) -> bool:
+        return key in self._expiry
+
     def reasons(self) -> dict[str, list[str]]:
         """Human reasons for every registered pair that differs, by key."""
         added: dict[str, list[str]] = defaultdict(list)
@@ -410,6 +413,7 @@ def _plan_compared(p: _Planning) -> None:
                     before=_live_view(token),
                     after=_spec_view(spec),
                     routine=not differences,
+                    expiry_changed=lifetime is not None or p.comparison.expiry_differs(name),
                 )
             )
         elif differences:

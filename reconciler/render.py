@@ -79,12 +79,6 @@ def _expiry_text(value: object) -> str:
     return text
 
 
-def _touches_expiry(action: Action) -> bool:
-    return any(
-        r.startswith(("expiry changed", "rotation due")) or r == "expired" for r in action.reasons
-    )
-
-
 def _changes(action: Action) -> list[tuple[str, str, str]]:
     """(attribute, before, after) for each attribute a replace changes, as display text."""
     before, after = action.before, action.after
@@ -101,7 +95,7 @@ def _changes(action: Action) -> list[tuple[str, str, str]]:
                 ", ".join(plain(s) for s in after.scopes) or "(none)",
             )
         )
-    if _touches_expiry(action):
+    if action.expiry_changed:
         rows.append(("expires", plain(before.expired_at or "never"), _expiry_text(after.expires)))
     return rows
 
@@ -321,7 +315,7 @@ def render_json(plan: Plan) -> str:
                       "unchanged": 0, "unmanaged": 0, "conflicts": 0},
           "owned_count": 0, "desired_count": 0, "threshold_base": 0,
           "actions": [{"kind", "name", "uid", "spec", "reasons", "before", "after",
-                       "routine", "destructive"}, ...],   # sorted by name, then kind
+                       "routine", "expiry_changed", "destructive"}, ...],  # by name, kind
           "conflicts": [{"name", "uid", "reason", "fix"}, ...]
         }
 

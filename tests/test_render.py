@@ -62,6 +62,7 @@ def full_plan() -> Plan:
                 before=live_view("Nightly", ["api"], "2026-06-04T00:00:00Z"),
                 after=spec_view(nightly),
                 routine=True,
+                expiry_changed=True,
             ),
             Action(
                 "create",
@@ -257,8 +258,26 @@ def test_every_renderer_handles_a_plan_with_only_conflicts() -> None:
     assert json.loads(render_json(plan))["summary"]["conflicts"] == 1
 
 
-def test_rendering_needs_no_clock() -> None:
-    # Renderers are pure: the same plan renders the same text at any time.
+def test_rendering_needs_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renderers are pure: with the clock moved ten years on, the
+    same plan renders the same text in every format."""
+    from reconciler import plan as plan_module
+    from reconciler import render as render_module
+    from reconciler import spec as spec_module
+
     plan = full_plan()
-    assert render_text(plan, color=False) == render_text(plan, color=False)
-    assert NOW + timedelta(0) == plan.created_at
+    before = [render_text(plan, color=False), render_markdown(plan), render_json(plan)]
+    later = NOW + timedelta(days=3650)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> Later:  # type: ignore[override]
+            return cls.fromtimestamp(later.timestamp(), timezone.utc)
+
+    for module in (plan_module, render_module, spec_module):
+        if hasattr(module, "datetime"):
+            monkeypatch.setattr(module, "datetime", Later)
+    assert spec_module.utcnow() == later, "the clock did not move"
+    after = [render_text(plan, color=False), render_markdown(plan), render_json(plan)]
+    assert after == before
+    assert plan.created_at == NOW
