@@ -20,9 +20,9 @@ from reconciler import __version__
 from reconciler.cli_state import force_unlock, import_, state
 from reconciler.cli_support import (
     DEFAULT_MANIFESTS,
-    _duration_seconds,
     global_options,
     lock_options,
+    lock_wait_seconds,
     options,
     plan_options,
     sigterm_unwinds,
@@ -142,7 +142,7 @@ def plan(
 
     from reconciler.operations import PlanRequest, make_plan, save_plan
 
-    timeout = _duration_seconds(lock_timeout)
+    timeout = lock_wait_seconds(lock_timeout)
     request = PlanRequest(paths=paths, prune=prune, lock=lock, lock_timeout=timeout)
     with Runtime(options()) as runtime:
         planned = make_plan(runtime, request)
@@ -266,7 +266,7 @@ def apply(
         force=force,
         threshold=threshold,
         prune=prune,
-        lock_timeout=_duration_seconds(lock_timeout),
+        lock_timeout=lock_wait_seconds(lock_timeout),
     )
     with Runtime(options()) as runtime:
         outcome = operations.apply(
@@ -417,8 +417,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Aborted.", err=True)
         sys.exit(1)
     except click.exceptions.NoArgsIsHelpError as exc:
-        exc.show()  # `reconciler` alone, or a group alone: the help is the answer
-        sys.exit(0 if exc.ctx is not None and exc.ctx.parent is None else 1)
+        exc.show()  # `reconciler` or `reconciler state` alone: help, but no command ran
+        sys.exit(1)
     except click.UsageError as exc:
         args = sys.argv[1:] if argv is None else argv
         click.echo(f"Error: {usage_error(cli, exc, args)}", err=True)

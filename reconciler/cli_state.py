@@ -8,9 +8,9 @@ import click
 
 from reconciler.cli_support import (
     DEFAULT_MANIFESTS,
-    _duration_seconds,
     global_options,
     lock_options,
+    lock_wait_seconds,
     options,
 )
 from reconciler.errors import ConfigError
@@ -29,7 +29,7 @@ def import_(name: str, uid: str, paths: tuple[str, ...], lock_timeout: str) -> N
 
     with (
         Runtime(options()) as runtime,
-        runtime.backend.lock("import", _duration_seconds(lock_timeout)),
+        runtime.backend.lock("import", lock_wait_seconds(lock_timeout)),
     ):
         message = import_token(runtime, name, uid, paths or DEFAULT_MANIFESTS)
     click.echo(message)
@@ -74,7 +74,7 @@ def state_rm(name: str, yes: bool, lock_timeout: str) -> None:
     from reconciler.statecmd import remove_owned
 
     backend = backend_for(options().state_location)
-    with backend.lock("state rm", _duration_seconds(lock_timeout)):
+    with backend.lock("state rm", lock_wait_seconds(lock_timeout)):
         current = backend.read()
         if not yes:
             if not sys.stdin.isatty():
@@ -108,7 +108,7 @@ def state_push(file: str, lock_timeout: str) -> None:
 
     pushed = read_state_file(file)
     backend = backend_for(options().state_location)
-    with backend.lock("state push", _duration_seconds(lock_timeout)):
+    with backend.lock("state push", lock_wait_seconds(lock_timeout)):
         message = push(backend, pushed, "stdin" if file == "-" else file)
     click.echo(message)
 
@@ -137,7 +137,7 @@ def state_migrate(destination: str, keep_source: bool, lock_timeout: str) -> Non
     from reconciler.backends import backend_for
     from reconciler.statemove import migrate
 
-    timeout = _duration_seconds(lock_timeout)
+    timeout = lock_wait_seconds(lock_timeout)
     source = backend_for(options().state_location)
     target = backend_for(destination)
     with source.lock("state migrate", timeout), target.lock("state migrate", timeout):

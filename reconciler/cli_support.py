@@ -115,7 +115,7 @@ def use_color() -> bool:
     return "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
 
-def _duration_seconds(text: str) -> float:
+def lock_wait_seconds(text: str) -> float:
     from reconciler.spec import parse_wait
 
     try:

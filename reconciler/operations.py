@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,7 +120,6 @@ class ApplyOutcome:
     plan: Plan
     saved: bool
     result: ApplyResult | None = None
-    secrets_out: str | None = field(default=None)
 
 
 def read_saved_plan(request: ApplyRequest) -> SavedPlan | None:
@@ -138,12 +137,9 @@ def read_saved_plan(request: ApplyRequest) -> SavedPlan | None:
     return saved
 
 
-def _saved_or_fresh(
-    runtime: Runtime, request: ApplyRequest, saved: SavedPlan | None
-) -> tuple[Plan, State]:
-    if saved is None:
-        planned = _plan_from(runtime, load_manifests(request.paths), request.prune)
-        return planned.plan, planned.state
+def _saved_plan_checked(runtime: Runtime, saved: SavedPlan) -> tuple[Plan, State]:
+    """The saved plan and the current state, refused (PlanError) when either the endpoint,
+    the state or the live tokens it touches moved since it was made."""
     from reconciler.planfile import check_endpoint, check_fresh
 
     check_endpoint(saved, runtime.endpoint_id)
@@ -185,18 +181,19 @@ def apply(
     saved = read_saved_plan(request)
     manifests = load_manifests(request.paths) if saved is None else None
     with runtime.backend.lock("apply", request.lock_timeout):
-        if manifests is not None:
+        if saved is not None:
+            plan, state = _saved_plan_checked(runtime, saved)
+        else:
+            assert manifests is not None
             planned = _plan_from(runtime, manifests, request.prune)
             plan, state = planned.plan, planned.state
-        else:
-            plan, state = _saved_or_fresh(runtime, request, saved)
         if show is not None:
             show(plan)
         plan.check(request.threshold, force=request.force)
-        outcome = ApplyOutcome(plan, saved=saved is not None, secrets_out=request.secrets_out)
+        outcome = ApplyOutcome(plan, saved=saved is not None)
         if not plan.has_changes:
             return outcome
-        require_sink(plan, request.secrets_out is not None, request.discard_secrets)
+        require_sink(plan, bool(request.secrets_out), request.discard_secrets)
         if confirm is not None and saved is None:
             confirm(plan)
         sink = open_sink(request.secrets_out, request.secrets_format)

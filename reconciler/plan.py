@@ -135,7 +135,8 @@ class Action:
     safety threshold ignores: a replace caused only by expiry or rotation, or the delete of
     a token left behind by an interrupted create. ``expiry_changed`` marks a replace whose
     new token gets another expiry (the policy changed, the token expired or is due for
-    rotation), so renderers show the expiry beside the other changes.
+    rotation), so renderers show the expiry beside the other changes; it is not in the
+    JSON document, and reading one recovers it from the reasons (see EXPIRY_REASONS).
     """
 
     kind: ActionKind
@@ -171,7 +172,6 @@ class Action:
             "before": self.before.to_dict() if self.before is not None else None,
             "after": self.after.to_dict() if self.after is not None else None,
             "routine": self.routine,
-            "expiry_changed": self.expiry_changed,
             "destructive": self.destructive,
         }
 
@@ -182,16 +182,17 @@ class Action:
             raise ValueError(f"unknown action kind {kind!r}")
         spec = data.get("spec")
         uid = data.get("uid")
+        reasons = tuple(str(r) for r in data["reasons"])
         return cls(
             kind=kind,
             name=str(data["name"]),
             uid=str(uid) if uid is not None else None,
             spec=TokenSpec.from_dict(dict(spec)) if spec is not None else None,
-            reasons=tuple(str(r) for r in data["reasons"]),
+            reasons=reasons,
             before=LiveView.from_dict(data["before"]) if data.get("before") is not None else None,
             after=SpecView.from_dict(data["after"]) if data.get("after") is not None else None,
             routine=bool(data.get("routine", False)),
-            expiry_changed=bool(data.get("expiry_changed", False)),
+            expiry_changed=_names_expiry(reasons),
         )
 
 
@@ -215,6 +216,16 @@ class Conflict:
             reason=str(data["reason"]),
             fix=str(data["fix"]),
         )
+
+
+# How the planner words the reasons that give a replaced token another expiry. The JSON
+# document has no key of its own for Action.expiry_changed (its keys are a documented
+# contract), so reading a saved plan recovers the flag from these.
+EXPIRY_REASONS = ("expiry changed", "rotation due", "expired")
+
+
+def _names_expiry(reasons: Iterable[str]) -> bool:
+    return any(r.split(":", 1)[0] in EXPIRY_REASONS for r in reasons)
 
 
 def _sorted_actions(actions: Iterable[Action]) -> tuple[Action, ...]:

@@ -315,7 +315,7 @@ def render_json(plan: Plan) -> str:
                       "unchanged": 0, "unmanaged": 0, "conflicts": 0},
           "owned_count": 0, "desired_count": 0, "threshold_base": 0,
           "actions": [{"kind", "name", "uid", "spec", "reasons", "before", "after",
-                       "routine", "expiry_changed", "destructive"}, ...],  # by name, kind
+                       "routine", "destructive"}, ...],   # sorted by name, then kind
           "conflicts": [{"name", "uid", "reason", "fix"}, ...]
         }
 

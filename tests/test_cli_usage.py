@@ -219,3 +219,10 @@ def test_tab_indentation_is_named(tmp_path: Path) -> None:
     assert "tabs are not allowed for indentation, use spaces" in result.stderr
     assert "cannot start any token" not in result.stderr
     assert bad.read_text(encoding="utf-8") == "tokens:\n\t- name: tabbed\n"
+
+
+@pytest.mark.parametrize("args", [(), ("state",)], ids=["reconciler", "reconciler state"])
+def test_a_group_alone_prints_its_help_and_exits_1(args: tuple[str, ...], tmp_path: Path) -> None:
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.exit_code == 1, result
+    assert "Usage: reconciler" in result.output and "Commands:" in result.output

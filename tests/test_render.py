@@ -281,3 +281,10 @@ def test_rendering_needs_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     after = [render_text(plan, color=False), render_markdown(plan), render_json(plan)]
     assert after == before
     assert plan.created_at == NOW
+
+
+def test_the_cli_offers_exactly_the_renderers() -> None:
+    from reconciler.cli import FORMATS
+    from reconciler.render import RENDERERS
+
+    assert list(FORMATS.choices) == list(RENDERERS)
