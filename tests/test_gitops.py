@@ -974,7 +974,7 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     )
     nightly = run("schedule", "refs/heads/main", "main")
     plan = nightly.run("plan")
-    assert "rotation due: expires in 2d &#60; rotate&#95;before 14d" in plan.summary
+    assert "rotation due: expires in 2d &#60; rotate\\_before 14d" in plan.summary
     assert str(workflow["jobs"]["apply"]["environment"])
     context = {"github": nightly.github}
     assert interpolate(workflow["jobs"]["apply"]["environment"], context) == "rotation"
@@ -1004,7 +1004,7 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     comment = machine.calls("gh")[-1]
     assert comment["args"][:3] == ["pr", "comment", "8"]
     assert (
-        f"reconciler import intruder {intruder}".replace("_", "&#95;")
+        f"reconciler import intruder {intruder}".replace("_", "\\_")
         in (comment["files"]["plan.md"])
     )
     assert pr.run("apply").skipped
