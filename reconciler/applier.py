@@ -6,21 +6,25 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from reconciler.client import ApiTokenAPI
-from reconciler.errors import AmbiguousCreateError, ReconcilerError, RequestRejectedError
+from reconciler.errors import (
+    AmbiguousCreateError,
+    ReconcilerError,
+    RequestRejectedError,
+    SecretsError,
+)
 from reconciler.journal import Journal
-from reconciler.plan import Action, Plan
+from reconciler.plan import KIND_TABLE, Action, Plan
+from reconciler.planner import ORPHAN_CLOCK_SKEW
 from reconciler.secrets_sink import SecretsSink
 from reconciler.spec import TokenSpec, as_utc, utcnow
 from reconciler.state import OwnedToken, PendingCreate, State
+from reconciler.text import plural
 from reconciler.token import ApiToken
 
-# How far before a create's start a token may have been stamped by the server and still be
-# taken for that create's orphan (clock skew between us and the API).
-ORPHAN_WINDOW = timedelta(minutes=2)
 # A create whose answer is lost is retried (after removing what it may have left) this
 # many times in all before the run gives up on it.
 CREATE_ATTEMPTS = 3
@@ -64,8 +68,10 @@ class Applier:
         parallelism: int = 10,
         now: Callable[[], datetime] = utcnow,
         on_event: Callable[[ApplyEvent], None] | None = None,
+        discard_secrets: bool = False,
     ) -> None:
         self.api = api
+        self.discard_secrets = discard_secrets
         self.journal = journal
         self.sink = sink
         self.parallelism = max(1, parallelism)
@@ -81,6 +87,9 @@ class Applier:
         self._stop.set()
 
     def run(self, plan: Plan) -> ApplyResult:
+        """Carry out ``plan``; refused before any call (SecretsError) when it creates
+        tokens with no sink to receive their values, unless ``discard_secrets``."""
+        require_sink(plan, self.sink is not None, self.discard_secrets)
         groups: dict[str, list[Action]] = {}
         for action in plan.actions:
             groups.setdefault(action.name, []).append(action)
@@ -110,7 +119,7 @@ class Applier:
                     self._result.not_started.extend(actions[index + 1 :])
                 return
             self._report(ApplyEvent(action, "done", detail))
-        if not any(a.kind in ("create", "replace") for a in actions):
+        if not any(a.creates for a in actions):
             name = actions[0].name
             if name in self.journal.state.pending:
                 self.journal.update(lambda s: s.without_pending(name))
@@ -199,7 +208,7 @@ class Applier:
         for token in self.api.list(search=name):
             if token.name != name or token.uid in owned or token.created_at is None:
                 continue
-            if as_utc(token.created_at) >= started - ORPHAN_WINDOW:
+            if as_utc(token.created_at) >= started - ORPHAN_CLOCK_SKEW:
                 self.api.delete(token.uid, missing_ok=True)
 
 
@@ -222,5 +231,17 @@ def _forget_uid(state: State, name: str, uid: str) -> State:
 
 
 def _order_within_name(action: Action) -> int:
-    # Orphans and unowned duplicates go first, so the name is clean before anything new.
-    return {"delete": 0, "forget": 1, "adopt": 2, "create": 3, "replace": 4}.get(action.kind, 9)
+    # The plan's own order: orphans and unowned duplicates go first, so the name is clean
+    # before anything new is made.
+    return KIND_TABLE[action.kind].order
+
+
+def require_sink(plan: Plan, has_sink: bool, discard: bool) -> None:
+    """Refuse a plan that creates tokens when their values, shown only once, would be lost."""
+    creates = sum(1 for a in plan.actions if a.creates)
+    if creates and not has_sink and not discard:
+        values = "values are" if creates != 1 else "value is"
+        raise SecretsError(
+            f"the plan creates {plural(creates, 'token')} whose {values} shown only once: "
+            "pass --secrets-out FILE to receive them, or --discard-secrets if nobody needs them"
+        )

@@ -12,116 +12,37 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
 from reconciler import __version__
+from reconciler.cli_state import force_unlock, import_, state
+from reconciler.cli_support import (
+    DEFAULT_MANIFESTS,
+    global_options,
+    lock_options,
+    lock_wait_seconds,
+    options,
+    plan_options,
+    sigterm_unwinds,
+    stopped_by_sigterm,
+    usage_error,
+    use_color,
+    with_hints,
+)
 from reconciler.errors import ConfigError, ReconcilerError, install_log_redaction
 from reconciler.runtime import Options, Runtime
+from reconciler.text import plural
 
 if TYPE_CHECKING:
-    from reconciler.applier import ApplyEvent, ApplyResult
+    from reconciler.applier import ApplyEvent
     from reconciler.plan import Plan
-    from reconciler.planfile import SavedPlan
 
-F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CHANGES = 2
-DEFAULT_MANIFESTS = ("manifests",)
+# The keys of render.RENDERERS (not imported here: --help should stay fast).
 FORMATS = click.Choice(["text", "markdown", "json"])
 GC_THRESHOLD = 200_000
-
-
-def _set(attribute: str) -> Callable[[click.Context, click.Parameter, Any], None]:
-    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
-        if value is not None and value is not False and value != 0:
-            setattr(ctx.ensure_object(Options), attribute, value)
-
-    return callback
-
-
-def global_options(func: F) -> F:
-    """Connection and output options, accepted before or after the subcommand name."""
-    decorators = [
-        click.option(
-            "--endpoint",
-            callback=_set("endpoint"),
-            expose_value=False,
-            metavar="URL|local",
-            help="BentoCloud endpoint, or 'local' for the embedded local API. "
-            "Default: $BENTO_CLOUD_API_ENDPOINT, then BentoML's current cloud context.",
-        ),
-        click.option(
-            "--api-key",
-            callback=_set("api_key"),
-            expose_value=False,
-            help="API key. Default: $BENTO_CLOUD_API_KEY, then BentoML's current context.",
-        ),
-        click.option(
-            "--state",
-            callback=_set("state"),
-            expose_value=False,
-            metavar="PATH|s3://BUCKET/KEY",
-            help="State file or S3 object. Default: $RECONCILER_STATE, then the state: "
-            "section of ./reconciler.yaml, then state/tokens.state.json.",
-        ),
-        click.option(
-            "--no-color",
-            is_flag=True,
-            callback=lambda ctx, _p, v: _no_color(ctx, v),
-            expose_value=False,
-            help="No colour in output (also: NO_COLOR, or output not a terminal).",
-        ),
-        click.option(
-            "-v",
-            "--verbose",
-            count=True,
-            callback=_set_verbose,
-            expose_value=False,
-            help="Log progress details; twice for debug and tracebacks.",
-        ),
-        click.option(
-            "--allow-insecure-http",
-            is_flag=True,
-            callback=_set("allow_insecure_http"),
-            expose_value=False,
-            help="Allow plain http:// to a non-loopback endpoint (sends the key unencrypted).",
-        ),
-        click.option(
-            "--ca-bundle",
-            callback=_set("ca_bundle"),
-            expose_value=False,
-            type=click.Path(exists=True, dir_okay=False),
-            help="CA bundle to verify the endpoint's TLS certificate with.",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
-def _set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
-    if value:
-        opts = ctx.ensure_object(Options)
-        opts.verbose = max(opts.verbose, value)
-        level = logging.DEBUG if opts.verbose >= 2 else logging.INFO
-        logging.getLogger("reconciler").setLevel(level)
-
-
-def _no_color(ctx: click.Context, value: bool) -> None:
-    if value:
-        ctx.ensure_object(Options).color = False
-
-
-def options() -> Options:
-    return click.get_current_context().ensure_object(Options)
-
-
-def use_color() -> bool:
-    chosen = options().color
-    if chosen is not None:
-        return chosen
-    return "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -142,6 +63,10 @@ def cli() -> None:
 # ---------------------------------------------------------------- validate / schema
 
 
+for _command in (import_, state, force_unlock):
+    cli.add_command(_command)
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @global_options
@@ -152,10 +77,7 @@ def validate(paths: tuple[str, ...]) -> None:
     manifests = load_manifests(paths or DEFAULT_MANIFESTS)
     count = len(manifests.tokens)
     files = len(manifests.files)
-    click.echo(
-        f"{count} token{'s' if count != 1 else ''} in {files} file{'s' if files != 1 else ''}: "
-        "valid."
-    )
+    click.echo(f"{plural(count, 'token')} in {plural(files, 'file')}: valid.")
 
 
 @cli.command()
@@ -171,71 +93,17 @@ def schema() -> None:
 # ---------------------------------------------------------------- plan / show / apply
 
 
-def _render(plan: Plan, fmt: str) -> str:
-    from reconciler import render
+def _echo_plan(plan: Plan, fmt: str) -> None:
+    from reconciler.render import render
 
-    if fmt == "json":
-        return render.render_json(plan)
-    if fmt == "markdown":
-        return render.render_markdown(plan)
-    return render.render_text(plan, color=use_color())
+    text = render(plan, fmt, color=use_color())
+    click.echo(text, nl=not text.endswith("\n"))
 
 
-@contextmanager
-def _maybe_lock(runtime: Runtime, operation: str, lock: bool, timeout: float) -> Iterator[None]:
-    if not lock:
-        yield
-        return
-    with runtime.backend.lock(operation, timeout):
-        yield
-
-
-def _duration_seconds(text: str) -> float:
-    from reconciler.spec import parse_duration
-
-    text = text.strip()
-    if text in ("0", "0s"):
-        return 0.0
-    if text.endswith("s") and text[:-1].isdigit():
-        return float(text[:-1])
-    if text.endswith("m") and text[:-1].isdigit():
-        return float(text[:-1]) * 60
-    try:
-        return parse_duration(text).total_seconds()
-    except ValueError:
-        raise ConfigError(
-            f"--lock-timeout {text!r}: use a duration such as 0, 30s, 5m or 1h"
-        ) from None
-
-
-def lock_options(func: F) -> F:
-    func = click.option(
-        "--lock-timeout",
-        default="0s",
-        show_default=True,
-        help="How long to wait for the state lock (e.g. 30s, 5m).",
-    )(func)
-    return func
-
-
-def plan_options(func: F) -> F:
-    func = click.option(
-        "--prune", is_flag=True, help="Also delete live tokens that are not declared."
-    )(func)
-    return func
-
-
-def _make_plan(runtime: Runtime, paths: tuple[str, ...], prune: bool) -> tuple[Plan, str, Any, Any]:
-    """Load manifests (before contacting anything), then state and live tokens."""
-    from reconciler.manifest import load_manifests
-    from reconciler.planner import build_plan
-    from reconciler.spec import utcnow
-
-    manifests = load_manifests(paths or DEFAULT_MANIFESTS)
-    state = runtime.read_state()
-    live = runtime.api.list()
-    plan = build_plan(manifests.tokens, live, state, now=utcnow(), prune=prune)
-    return plan, manifests.digest, state, live
+def hint(command: str) -> str:
+    """``reconciler COMMAND`` with the connection options this run was given (never the
+    API key), so the command works when pasted."""
+    return " ".join(["reconciler", *options().hint_args(), command])
 
 
 @cli.command()
@@ -266,42 +134,45 @@ def plan(
     prune: bool,
     lock_timeout: str,
 ) -> None:
-    """Show what apply would change. Read-only."""
-    from reconciler.planfile import SavedPlan, affected_tokens, write_plan_file
+    """Show what apply would change. Read-only.
 
+    PATHS are manifest files or directories (default: manifests/).
+    """
+    import shlex
+
+    from reconciler.operations import PlanRequest, make_plan, save_plan
+
+    timeout = lock_wait_seconds(lock_timeout)
+    request = PlanRequest(paths=paths, prune=prune, lock=lock, lock_timeout=timeout)
     with Runtime(options()) as runtime:
-        timeout = _duration_seconds(lock_timeout)
-        with _maybe_lock(runtime, "plan", lock, timeout):
-            result, digest, _state, live = _make_plan(runtime, paths, prune)
-        text = _render(result, fmt)
-        click.echo(text, nl=not text.endswith("\n"))
-        _github_step_summary(result)
-        result.check(force=True)  # conflicts fail the plan, and leave no plan file to apply
+        planned = make_plan(runtime, request)
+        _echo_plan(planned.plan, fmt)
+        _github_step_summary(planned.plan)
+        planned.plan.check(force=True)  # conflicts fail the plan, and leave no file to apply
         if out:
-            saved = SavedPlan(
-                plan=result,
-                endpoint=runtime.endpoint_id,
-                manifest_digest=digest,
-                prune=prune,
-                affected=affected_tokens(result, live),
+            save_plan(runtime, planned, Path(out), prune=prune)
+            # Creates need somewhere to put the new values, or the pasted command is refused.
+            sink = (
+                " --secrets-out new-tokens.json"
+                if any(a.creates for a in planned.plan.actions)
+                else ""
             )
-            write_plan_file(Path(out), saved)
-            click.echo(f"Saved the plan to {out}. Apply it with: reconciler apply {out}", err=True)
-        _warn_if_unsafe(result)
-    if detailed_exitcode and result.has_changes:
+            command = hint(f"apply {shlex.quote(out)}{sink}")
+            click.echo(f"Saved the plan to {out}. Apply it with: {command}", err=True)
+        _warn_if_unsafe(planned.plan)
+    if detailed_exitcode and planned.plan.has_changes:
         sys.exit(EXIT_CHANGES)
 
 
 def _warn_if_unsafe(result: Plan) -> None:
     """Say in the plan (run in pull requests) what apply's safety check would refuse, so
     the refusal does not first show up in the deploy job."""
-    from reconciler.errors import PlanError
+    from reconciler.errors import UnsafePlanError
 
     try:
         result.check()
-    except PlanError as exc:
-        reason = str(exc).removeprefix("refusing to apply: ")
-        click.echo(f"Warning: apply will refuse this plan without --force: {reason}", err=True)
+    except UnsafePlanError as exc:
+        click.echo(f"Warning: apply will refuse this plan without --force: {exc.reason}", err=True)
 
 
 def _github_step_summary(result: Plan) -> None:
@@ -321,9 +192,7 @@ def show(planfile: str, fmt: str) -> None:
     """Render a saved plan."""
     from reconciler.planfile import read_plan_file
 
-    saved = read_plan_file(Path(planfile))
-    text = _render(saved.plan, fmt)
-    click.echo(text, nl=not text.endswith("\n"))
+    _echo_plan(read_plan_file(Path(planfile)).plan, fmt)
 
 
 @cli.command()
@@ -384,63 +253,36 @@ def apply(
     PATHS are manifest files or directories (default: manifests/), or one saved plan
     file made by `reconciler plan --out`.
     """
-    from reconciler.planfile import is_plan_file, read_plan_file
+    from reconciler import operations
+    from reconciler.errors import ApplyFailed
+    from reconciler.render import apply_report
 
-    saved: SavedPlan | None = None
-    if len(paths) == 1 and is_plan_file(Path(paths[0])):
-        saved = read_plan_file(Path(paths[0]))
-        if prune:
-            raise ConfigError(
-                "--prune does not apply to a saved plan: it was decided when the plan was made "
-                "(`reconciler plan --prune --out FILE`)"
-            )
+    request = operations.ApplyRequest(
+        paths=paths,
+        secrets_out=secrets_out,
+        secrets_format=secrets_format,
+        discard_secrets=discard_secrets,
+        parallelism=parallelism,
+        force=force,
+        threshold=threshold,
+        prune=prune,
+        lock_timeout=lock_wait_seconds(lock_timeout),
+    )
     with Runtime(options()) as runtime:
-        timeout = _duration_seconds(lock_timeout)
-        with runtime.backend.lock("apply", timeout):
-            if saved is not None:
-                from reconciler.planfile import check_endpoint, check_fresh
-
-                check_endpoint(saved, runtime.endpoint_id)
-                state = runtime.read_state()
-                live = runtime.api.list()
-                check_fresh(saved, endpoint=runtime.endpoint_id, state=state, live=live)
-                result = saved.plan
-            else:
-                result, _digest, state, _live = _make_plan(runtime, paths, prune)
-            text = _render(result, "text")
-            click.echo(text, nl=not text.endswith("\n"))
-            result.check(threshold, force=force)
-            if not result.has_changes:
-                return
-            _require_sink(result, secrets_out, discard_secrets)
-            if not auto_approve and saved is None:  # a saved plan was approved when it was saved
-                _confirm()
-            sink = _open_sink(secrets_out, secrets_format)
-            outcome = _run_apply(runtime, result, state, sink, parallelism)
-    _report(outcome, secrets_out)
-
-
-def _open_sink(secrets_out: str | None, secrets_format: str | None) -> Any:
-    """Opened after confirmation but before the first create, so an unwritable sink fails
-    the run while nothing exists yet."""
-    from reconciler.secrets_sink import SecretsSink
-
-    if not secrets_out:
-        return None
-    fmt = secrets_format or ("dotenv" if secrets_out.endswith(".env") else "json")
-    return SecretsSink.open(secrets_out, fmt)  # type: ignore[arg-type]
-
-
-def _require_sink(result: Plan, secrets_out: str | None, discard: bool) -> None:
-    from reconciler.errors import SecretsError
-
-    creates = sum(1 for a in result.actions if a.kind in ("create", "replace"))
-    if creates and not secrets_out and not discard:
-        raise SecretsError(
-            f"the plan creates {creates} token{'s' if creates != 1 else ''} whose value"
-            f"{'s are' if creates != 1 else ' is'} shown only once: pass --secrets-out FILE "
-            "to receive them, or --discard-secrets if nobody needs them"
+        outcome = operations.apply(
+            runtime,
+            request,
+            show=lambda plan: _echo_plan(plan, "text"),
+            confirm=None if auto_approve else lambda _plan: _confirm(),
+            on_event=_progress(),
+            stopping=_stop_on_signals,
         )
+    if outcome.result is None:
+        return
+    report = apply_report(outcome.result, secrets_out)
+    if not outcome.result.ok:
+        raise ApplyFailed(report)
+    click.echo(report)
 
 
 def _confirm() -> None:
@@ -453,12 +295,7 @@ def _confirm() -> None:
         raise ConfigError("apply cancelled; nothing was changed")
 
 
-def _run_apply(
-    runtime: Runtime, result: Plan, state: Any, sink: Any, parallelism: int
-) -> ApplyResult:
-    from reconciler.applier import Applier
-    from reconciler.journal import Journal
-
+def _progress() -> Callable[[ApplyEvent], None]:
     printing = threading.Lock()
     color = use_color()
 
@@ -469,16 +306,13 @@ def _run_apply(
         with printing:
             click.echo(f"  {event.action.kind:<8} {event.action.name}: {mark} {event.detail}")
 
-    journal = Journal(runtime.backend, state)
-    applier = Applier(runtime.api, journal, sink, parallelism=parallelism, on_event=progress)
-    click.echo("Applying...")
-    with _stop_on_signals(applier.request_stop):
-        return applier.run(result)
+    return progress
 
 
 @contextmanager
 def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
     """SIGINT/SIGTERM finish the calls in flight, record them, and start nothing new."""
+    click.echo("Applying...")
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -494,186 +328,6 @@ def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _report(outcome: ApplyResult, secrets_out: str | None) -> None:
-    counts: dict[str, int] = {}
-    for event in outcome.done:
-        counts[event.action.kind] = counts.get(event.action.kind, 0) + 1
-    words = {
-        "create": "created",
-        "replace": "replaced",
-        "delete": "deleted",
-        "adopt": "adopted",
-        "forget": "forgotten",
-    }
-    done = ", ".join(f"{n} {words[k]}" for k, n in counts.items()) or "nothing done"
-    if outcome.ok:
-        click.echo(f"Apply complete: {done}.")
-        if secrets_out and (counts.get("create") or counts.get("replace")):
-            click.echo(f"New token values are in {secrets_out}.")
-        return
-    lines = [f"Apply stopped: {done}."]
-    if outcome.interrupted:
-        lines.append(f"Interrupted by {outcome.interrupted}.")
-    for event in outcome.failed:
-        lines.append(f"  failed: {event.action.kind} {event.action.name}: {event.detail}")
-    if outcome.not_started:
-        names = ", ".join(f"{a.kind} {a.name}" for a in outcome.not_started[:10])
-        more = len(outcome.not_started) - 10
-        lines.append(
-            f"  not started ({len(outcome.not_started)}): {names}"
-            + (f" and {more} more" if more > 0 else "")
-        )
-    lines.append("State records everything that was done; run apply again to converge.")
-    raise ApplyFailed("\n".join(lines))
-
-
-class ApplyFailed(ReconcilerError):
-    """Some actions failed or were not started; the summary is the message."""
-
-
-# ---------------------------------------------------------------- state and locks
-
-
-@cli.command("import")
-@click.argument("name")
-@click.argument("uid")
-@click.argument("paths", nargs=-1, type=click.Path())
-@lock_options
-@global_options
-def import_(name: str, uid: str, paths: tuple[str, ...], lock_timeout: str) -> None:
-    """Adopt the existing token UID into state as NAME (as declared in the manifests)."""
-    from reconciler.importer import import_token
-
-    with (
-        Runtime(options()) as runtime,
-        runtime.backend.lock("import", _duration_seconds(lock_timeout)),
-    ):
-        message = import_token(runtime, name, uid, paths or DEFAULT_MANIFESTS)
-    click.echo(message)
-
-
-@cli.group()
-def state() -> None:
-    """Inspect and edit state."""
-
-
-@state.command("list")
-@global_options
-def state_list() -> None:
-    """List the tokens reconciler owns."""
-    from reconciler.backends import backend_for
-    from reconciler.statecmd import render_state_table
-
-    backend = backend_for(options().state_location)
-    click.echo(render_state_table(backend.read()), nl=False)
-
-
-@state.command("show")
-@click.argument("name")
-@global_options
-def state_show(name: str) -> None:
-    """Show one owned token as recorded in state."""
-    from reconciler.backends import backend_for
-    from reconciler.statecmd import show_owned
-
-    backend = backend_for(options().state_location)
-    click.echo(show_owned(backend.read(), name, backend.describe()), nl=False)
-
-
-@state.command("rm")
-@click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@lock_options
-@global_options
-def state_rm(name: str, yes: bool, lock_timeout: str) -> None:
-    """Forget NAME without deleting the live token."""
-    from reconciler.backends import backend_for
-    from reconciler.statecmd import remove_owned
-
-    backend = backend_for(options().state_location)
-    with backend.lock("state rm", _duration_seconds(lock_timeout)):
-        current = backend.read()
-        if not yes:
-            if not sys.stdin.isatty():
-                raise ConfigError("refusing to edit state without confirmation: pass --yes")
-            if not click.confirm(f"Forget {name} (the live token stays)?", default=False):
-                raise ConfigError("cancelled; state was not changed")
-        click.echo(remove_owned(backend, current, name))
-
-
-@state.command("pull")
-@global_options
-def state_pull() -> None:
-    """Print the current state as JSON."""
-    from reconciler.backends import backend_for
-    from reconciler.statemove import pull
-
-    click.echo(pull(backend_for(options().state_location)), nl=False)
-
-
-@state.command("push")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@lock_options
-@global_options
-def state_push(file: str, lock_timeout: str) -> None:
-    """Upload a state FILE ('-': stdin) to the configured location.
-
-    Refuses a destination holding another lineage or a higher serial.
-    """
-    from reconciler.backends import backend_for
-    from reconciler.statemove import push, read_state_file
-
-    pushed = read_state_file(file)
-    backend = backend_for(options().state_location)
-    with backend.lock("state push", _duration_seconds(lock_timeout)):
-        message = push(backend, pushed, "stdin" if file == "-" else file)
-    click.echo(message)
-
-
-@state.command("migrate")
-@click.option(
-    "--to",
-    "destination",
-    required=True,
-    metavar="PATH|s3://BUCKET/KEY",
-    help="Where state should live from now on.",
-)
-@click.option(
-    "--keep-source",
-    is_flag=True,
-    help="Leave the old state in place (default: moved aside to <old>.migrated).",
-)
-@lock_options
-@global_options
-def state_migrate(destination: str, keep_source: bool, lock_timeout: str) -> None:
-    """Move state to another location, keeping lineage and serial.
-
-    Both locations are locked; a destination holding another lineage (or another
-    version of this one) is refused.
-    """
-    from reconciler.backends import backend_for
-    from reconciler.statemove import migrate
-
-    timeout = _duration_seconds(lock_timeout)
-    source = backend_for(options().state_location)
-    target = backend_for(destination)
-    with source.lock("state migrate", timeout), target.lock("state migrate", timeout):
-        message = migrate(source, target, keep_source=keep_source)
-    click.echo(message)
-
-
-@cli.command("force-unlock")
-@click.argument("lock_id")
-@global_options
-def force_unlock(lock_id: str) -> None:
-    """Release a stale state lock (only if LOCK_ID matches)."""
-    from reconciler.backends import backend_for
-
-    backend = backend_for(options().state_location)
-    backend.force_unlock(lock_id)
-    click.echo(f"Released lock {lock_id} on {backend.describe()}.")
 
 
 # ---------------------------------------------------------------- local API
@@ -726,42 +380,25 @@ def serve(
         )
     except ValueError as exc:
         raise ConfigError(f"serve: {exc}") from None
-    run_server(
-        host=host,
-        port=port,
-        db_path=Path(db_path),
-        api_key=api_key,
-        faults=faults,
-        max_page_size=page_size,
-    )
+    with stopped_by_sigterm():
+        run_server(
+            host=host,
+            port=port,
+            db_path=Path(db_path),
+            api_key=api_key,
+            faults=faults,
+            max_page_size=page_size,
+        )
 
 
 # ---------------------------------------------------------------- entry point
 
 
-@contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job, `kill`) unwinds like Ctrl-C instead of ending the
-    process on the spot, so the state lock is released on the way out. apply's own handler
-    takes over while changes are being made (see _stop_on_signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        # None: the previous handler was not installed from Python; leave ours then.
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; a ReconcilerError is one line on stderr and exit 1 (traceback with -vv)."""
+    """Run the CLI; a ReconcilerError is one line on stderr and exit 1 (traceback with -vv).
+
+    Usage errors exit 1 too: 2 means only "changes pending" (plan --detailed-exitcode),
+    so a mistyped flag in CI can never pass for a plan with changes."""
     # A run builds tens of thousands of small objects that all live until it ends (tokens,
     # specs, state): the cyclic collector would scan them again and again and find nothing,
     # a fifth of plan's CPU at 10,000 tokens. Collect far less often, as mypy does.
@@ -770,19 +407,26 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     install_log_redaction()  # log lines pass the same redaction as error messages
     try:
-        with _sigterm_unwinds():
+        with sigterm_unwinds():
             cli.main(args=argv, prog_name="reconciler", standalone_mode=False, obj=opts)
     except ReconcilerError as exc:
         if opts.verbose >= 2:
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {with_hints(str(exc), opts)}", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # `reconciler` or `reconciler state` alone: help, but no command ran
+        sys.exit(1)
+    except click.UsageError as exc:
+        args = sys.argv[1:] if argv is None else argv
+        click.echo(f"Error: {usage_error(cli, exc, args)}", err=True)
+        sys.exit(1)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

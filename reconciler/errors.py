@@ -5,7 +5,9 @@
     ├── ManifestError               invalid manifests (carries every problem found)
     ├── StateError                  unreadable, corrupt, foreign or newer state
     │   └── LockError               state is locked by someone else
-    ├── PlanError                   conflicts, unsafe plans, stale saved plans
+    ├── PlanError                   conflicts, stale saved plans
+    │   └── UnsafePlanError         above the safety threshold (--force overrides)
+    ├── ApplyFailed                 some actions failed or were not started
     ├── SecretsError                the secrets sink cannot be used
     └── ApiError                    anything that went wrong talking to the API
         ├── TransportError          the connection failed (reset, protocol error)
@@ -34,6 +36,10 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+
+from reconciler.text import clip, plural
+
+__all__ = ["clip"]  # re-exported: error messages quote user values with it
 
 # Credentials other tools read from the environment: blanked out wherever they appear.
 SECRET_ENV_VARS = (
@@ -134,28 +140,13 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-def clip(value: object, limit: int = 60) -> str:
-    """repr() of a value taken from user input, short enough for a one-line message.
-
-    A 1 MB name or a 5000-digit number is shown by its start and its size, never whole
-    (repr() of such an int even raises ValueError).
-    """
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
-        return f"<about {int(value.bit_length() * 0.30103) + 1} digits>"
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters"
-    return f"{text[: limit - 1]}… ({size})"
-
-
 class ManifestError(ReconcilerError):
     """One or more manifests are invalid; every problem is collected before raising."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         count = len(problems)
-        head = f"{count} problem{'s' if count != 1 else ''} in manifests"
+        head = f"{plural(count, 'problem')} in manifests"
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
 
 
@@ -169,6 +160,19 @@ class LockError(StateError):
 
 class PlanError(ReconcilerError):
     """The plan cannot be carried out: conflicts, unsafe deletions, or a stale saved plan."""
+
+
+class UnsafePlanError(PlanError):
+    """The plan deletes or replaces more than is safe; ``reason`` says what, for a warning
+    at plan time as well as the refusal at apply time."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"refusing to apply: {reason}")
+        self.reason = reason
+
+
+class ApplyFailed(ReconcilerError):
+    """Some actions failed or were not started; the summary is the message."""
 
 
 class SecretsError(ReconcilerError):

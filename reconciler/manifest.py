@@ -24,7 +24,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from reconciler.errors import ManifestError, Problem, clip
+from reconciler.errors import ManifestError, Problem
 from reconciler.spec import (
     DURATION_PATTERN,
     NAME_PATTERN,
@@ -35,6 +35,7 @@ from reconciler.spec import (
     format_duration,
     parse_duration,
 )
+from reconciler.text import clip, quotable
 from reconciler.yamlload import YList, YMap, load_yaml
 
 # Real manifests are a few KiB; the cap keeps a stray or hostile file from eating memory.
@@ -467,23 +468,14 @@ def _kind(value: object) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, (int, float)):
-        return f"a number ({_plain(value) or clip(value)})"
+        return f"a number ({quotable(value) or clip(value)})"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"a {type(value).__name__} ({_plain(value) or clip(value)})"
-
-
-def _plain(value: object) -> str | None:
-    """str(value) when it is short and printable enough to quote back in a message (a
-    newline or escape sequence would break the one-line message), else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
-        return None  # str() of a huge int is slow, and raises beyond 4300 digits
-    text = str(value)
-    return text if len(text) <= 60 and text.isprintable() else None
+    return f"a {type(value).__name__} ({quotable(value) or clip(value)})"
 
 
 def _suggest_name(name: str) -> str | None:
@@ -541,11 +533,11 @@ def _problem_for(error: Any, root: Any, display: str) -> Problem:
         elif value is None:
             message = f"{field_name} is empty: give it a value or remove the key"
         else:
-            plain = _plain(value)
-            example = f', such as {field_name}: "{plain}"' if plain is not None else ""
+            quoted = quotable(value)
+            example = f', such as {field_name}: "{quoted}"' if quoted is not None else ""
             message = f"{field_name} must be a string, not {_kind(value)}: quote it{example}"
     elif kind == "list_type":
-        plain = _plain(value) if isinstance(value, str) else None
+        plain = quotable(value) if isinstance(value, str) else None
         example = f"[{plain}]" if plain is not None else "[api]"
         if field_name == "tokens":
             example = "followed by lines starting with `- name:`"

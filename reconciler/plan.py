@@ -7,22 +7,116 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from reconciler.errors import PlanError
+from reconciler.errors import PlanError, UnsafePlanError
 from reconciler.spec import TokenSpec, as_utc, format_time
+from reconciler.text import plural
 
 FORMAT_VERSION = 1
 
 ActionKind = Literal["create", "replace", "delete", "adopt", "forget"]
 
-# Within one name, a delete (e.g. of an orphan left by an interrupted create) sorts before
-# the create that takes its place, so reading a plan top to bottom follows apply order.
-KINDS: tuple[ActionKind, ...] = ("delete", "forget", "adopt", "replace", "create")
-_KIND_ORDER = {kind: index for index, kind in enumerate(KINDS)}
+
+@dataclass(frozen=True)
+class KindInfo:
+    """What every part of reconciler needs to know about one kind of action.
+
+    ``order``: position among the actions of one name, which is both the plan's reading
+    order and the order apply runs them in (a delete of an orphan left by an interrupted
+    create comes before the create that takes its place). ``review``: position in the
+    Markdown table, closest review first. ``destructive``: counts toward the safety
+    threshold unless the action is routine. ``creates``: makes a token whose value is
+    shown only once (needs a secrets sink).
+    """
+
+    symbol: str
+    order: int
+    review: int
+    past: str
+    destructive: bool
+    creates: bool
+
+
+# Terraform's symbols where Terraform has the concept. "forget" uses ".", as Terraform's
+# own forget action (removed blocks with destroy = false) does; "~" would read as an
+# in-place update, which reconciler never does. Summaries list kinds in this order.
+KIND_TABLE: dict[ActionKind, KindInfo] = {
+    "create": KindInfo("+", order=4, review=2, past="created", destructive=False, creates=True),
+    "replace": KindInfo("-/+", order=3, review=0, past="replaced", destructive=True, creates=True),
+    "delete": KindInfo("-", order=0, review=1, past="deleted", destructive=True, creates=False),
+    "adopt": KindInfo("=", order=2, review=3, past="adopted", destructive=False, creates=False),
+    "forget": KindInfo(".", order=1, review=4, past="forgotten", destructive=False, creates=False),
+}
+KINDS: tuple[ActionKind, ...] = tuple(sorted(KIND_TABLE, key=lambda k: KIND_TABLE[k].order))
 
 DEFAULT_THRESHOLD = 0.3
 # Like octoDNS, the share threshold applies only from this many managed tokens on: removing
 # one of three tokens is a normal edit, not a sign of a broken manifest directory.
 MIN_TOKENS_FOR_THRESHOLD = 10
+
+
+def _text_or_none(value: object) -> str | None:
+    return str(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """The live token an action acts on, as the plan shows it (for a token already gone:
+    what state recorded). Times are RFC 3339 text, as in the JSON output."""
+
+    description: str
+    scopes: tuple[str, ...]
+    expired_at: str | None
+    created_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "scopes": list(self.scopes),
+            "expired_at": self.expired_at,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LiveView:
+        return cls(
+            description=str(data.get("description") or ""),
+            scopes=tuple(str(s) for s in data.get("scopes") or ()),
+            expired_at=_text_or_none(data.get("expired_at")),
+            created_at=_text_or_none(data.get("created_at")),
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+
+@dataclass(frozen=True)
+class SpecView:
+    """The desired spec an action makes or adopts, in the manifest's spelling."""
+
+    description: str
+    scopes: tuple[str, ...]
+    expires: str
+    rotate_before: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "scopes": list(self.scopes),
+            "expires": self.expires,
+            "rotate_before": self.rotate_before,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpecView:
+        return cls(
+            description=str(data.get("description") or ""),
+            scopes=tuple(str(s) for s in data.get("scopes") or ()),
+            expires=str(data.get("expires") or "never"),
+            rotate_before=_text_or_none(data.get("rotate_before")),
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
 
 
 @dataclass(frozen=True)
@@ -39,7 +133,10 @@ class Action:
     ``before`` is a view of the live token (None for create); ``after`` is a view of the
     desired spec (None for delete and forget). ``routine`` marks housekeeping that the
     safety threshold ignores: a replace caused only by expiry or rotation, or the delete of
-    a token left behind by an interrupted create.
+    a token left behind by an interrupted create. ``expiry_changed`` marks a replace whose
+    new token gets another expiry (the policy changed, the token expired or is due for
+    rotation), so renderers show the expiry beside the other changes; it is not in the
+    JSON document, and reading one recovers it from the reasons (see EXPIRY_REASONS).
     """
 
     kind: ActionKind
@@ -47,17 +144,23 @@ class Action:
     uid: str | None
     spec: TokenSpec | None
     reasons: tuple[str, ...]
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
+    before: LiveView | None = None
+    after: SpecView | None = None
     routine: bool = False
+    expiry_changed: bool = False
 
     @property
     def destructive(self) -> bool:
         """Whether this action counts toward the safety threshold (see Plan.check)."""
-        return self.kind in ("delete", "replace") and not self.routine
+        return KIND_TABLE[self.kind].destructive and not self.routine
+
+    @property
+    def creates(self) -> bool:
+        """Whether this action makes a new token (whose value is shown only once)."""
+        return KIND_TABLE[self.kind].creates
 
     def sort_key(self) -> tuple[str, int, str]:
-        return (self.name, _KIND_ORDER[self.kind], self.uid or "")
+        return (self.name, KIND_TABLE[self.kind].order, self.uid or "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,8 +169,8 @@ class Action:
             "uid": self.uid,
             "spec": self.spec.to_dict() if self.spec is not None else None,
             "reasons": list(self.reasons),
-            "before": self.before,
-            "after": self.after,
+            "before": self.before.to_dict() if self.before is not None else None,
+            "after": self.after.to_dict() if self.after is not None else None,
             "routine": self.routine,
             "destructive": self.destructive,
         }
@@ -75,19 +178,21 @@ class Action:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Action:
         kind = str(data["kind"])
-        if kind not in _KIND_ORDER:
+        if kind not in KIND_TABLE:
             raise ValueError(f"unknown action kind {kind!r}")
         spec = data.get("spec")
         uid = data.get("uid")
+        reasons = tuple(str(r) for r in data["reasons"])
         return cls(
             kind=kind,
             name=str(data["name"]),
             uid=str(uid) if uid is not None else None,
             spec=TokenSpec.from_dict(dict(spec)) if spec is not None else None,
-            reasons=tuple(str(r) for r in data["reasons"]),
-            before=dict(data["before"]) if data.get("before") is not None else None,
-            after=dict(data["after"]) if data.get("after") is not None else None,
+            reasons=reasons,
+            before=LiveView.from_dict(data["before"]) if data.get("before") is not None else None,
+            after=SpecView.from_dict(data["after"]) if data.get("after") is not None else None,
             routine=bool(data.get("routine", False)),
+            expiry_changed=_names_expiry(reasons),
         )
 
 
@@ -111,6 +216,16 @@ class Conflict:
             reason=str(data["reason"]),
             fix=str(data["fix"]),
         )
+
+
+# How the planner words the reasons that give a replaced token another expiry. The JSON
+# document has no key of its own for Action.expiry_changed (its keys are a documented
+# contract), so reading a saved plan recovers the flag from these.
+EXPIRY_REASONS = ("expiry changed", "rotation due", "expired")
+
+
+def _names_expiry(reasons: Iterable[str]) -> bool:
+    return any(r.split(":", 1)[0] in EXPIRY_REASONS for r in reasons)
 
 
 def _sorted_actions(actions: Iterable[Action]) -> tuple[Action, ...]:
@@ -156,7 +271,7 @@ class Plan:
 
     def summary(self) -> dict[str, int]:
         """How many actions of each kind (every kind present, zeros included)."""
-        counts = dict.fromkeys(("create", "replace", "delete", "adopt", "forget"), 0)
+        counts: dict[str, int] = dict.fromkeys(KIND_TABLE, 0)
         for action in self.actions:
             counts[action.kind] += 1
         return counts
@@ -180,8 +295,7 @@ class Plan:
         if self.conflicts:
             count = len(self.conflicts)
             lines = [
-                f"{count} conflict{'s' if count != 1 else ''} must be resolved before this "
-                "plan can be applied:"
+                f"{plural(count, 'conflict')} must be resolved before this plan can be applied:"
             ]
             for conflict in self.conflicts:
                 lines.append(f"  {conflict.name} ({conflict.uid}): {conflict.reason}")
@@ -194,17 +308,16 @@ class Plan:
             return
         if self.desired_count == 0 and any(a.kind == "delete" for a in destructive):
             deletes = sum(1 for a in destructive if a.kind == "delete")
-            raise PlanError(
-                f"refusing to apply: the manifests declare no token at all and the plan would "
-                f"delete {deletes} token{'s' if deletes != 1 else ''}. If that is really "
-                "intended, re-run with --force."
+            raise UnsafePlanError(
+                f"the manifests declare no token at all and the plan would delete "
+                f"{plural(deletes, 'token')}. If that is really intended, re-run with --force."
             )
         base = self.threshold_base
         if base >= MIN_TOKENS_FOR_THRESHOLD and len(destructive) > threshold * base:
             share = f" ({len(destructive) / base:.0%})" if base else ""
-            raise PlanError(
-                f"refusing to apply: the plan would delete or replace {len(destructive)} of "
-                f"{base} managed token{'s' if base != 1 else ''}{share}, above the safety "
+            raise UnsafePlanError(
+                f"the plan would delete or replace {len(destructive)} of "
+                f"{plural(base, 'managed token')}{share}, above the safety "
                 f"threshold of {threshold:.0%}. Check the manifests; if the plan is right, "
                 "re-run with --force."
             )

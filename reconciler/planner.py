@@ -6,16 +6,19 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from reconciler.plan import Action, Conflict, Plan
+from reconciler.plan import Action, Conflict, LiveView, Plan, SpecView
 from reconciler.spec import TokenSpec, as_utc, format_duration, format_time, humanize
 from reconciler.state import OwnedToken, State
 from reconciler.token import ApiToken
 
 # A create's token may carry a created_at slightly before our recorded start when the
 # server's clock lags ours; a token much older than the start cannot be the one we sent.
+# The planner (orphans of earlier runs) and the applier (orphans of a lost create answer)
+# both use it.
 ORPHAN_CLOCK_SKEW = timedelta(minutes=2)
 # ...and the server commits it while the run that sent it still waits for the answer (three
 # attempts of at most minutes each). A token of that name made much later is somebody
@@ -35,37 +38,37 @@ REASON_EXPIRED = "expired"
 REASON_RETIRED = "old token of an interrupted replacement: its successor is already owned"
 
 
-def _spec_view(spec: TokenSpec) -> dict[str, Any]:
-    return {
-        "description": spec.description,
-        "scopes": sorted(spec.scopes),
-        "expires": spec.expires.text(),
-        "rotate_before": (
+def _spec_view(spec: TokenSpec) -> SpecView:
+    return SpecView(
+        description=spec.description,
+        scopes=tuple(sorted(spec.scopes)),
+        expires=spec.expires.text(),
+        rotate_before=(
             format_duration(spec.rotate_before) if spec.rotate_before is not None else None
         ),
-    }
+    )
 
 
 def _time_text(moment: datetime | None) -> str | None:
     return format_time(moment) if moment is not None else None
 
 
-def _live_view(token: ApiToken) -> dict[str, Any]:
-    return {
-        "description": token.description,
-        "scopes": sorted(set(token.scopes)),
-        "expired_at": _time_text(token.expired_at),
-        "created_at": _time_text(token.created_at),
-    }
+def _live_view(token: ApiToken) -> LiveView:
+    return LiveView(
+        description=token.description,
+        scopes=tuple(sorted(set(token.scopes))),
+        expired_at=_time_text(token.expired_at),
+        created_at=_time_text(token.created_at),
+    )
 
 
-def _recorded_view(owned: OwnedToken) -> dict[str, Any]:
-    return {
-        "description": owned.spec.description,
-        "scopes": sorted(owned.spec.scopes),
-        "expired_at": _time_text(owned.expired_at),
-        "created_at": _time_text(owned.created_at),
-    }
+def _recorded_view(owned: OwnedToken) -> LiveView:
+    return LiveView(
+        description=owned.spec.description,
+        scopes=tuple(sorted(owned.spec.scopes)),
+        expired_at=_time_text(owned.expired_at),
+        created_at=_time_text(owned.created_at),
+    )
 
 
 def _is_expired(token: ApiToken, now: datetime) -> bool:
@@ -118,6 +121,9 @@ class _Comparison:
         if expiry is not None:
             self._expiry[key] = expiry
         return False
+
+    def expiry_differs(self, key: str) -> bool:
+        return key in self._expiry
 
     def reasons(self) -> dict[str, list[str]]:
         """Human reasons for every registered pair that differs, by key."""
@@ -189,6 +195,31 @@ def _live_digest(live: Sequence[ApiToken]) -> str:
     return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
 
 
+@dataclass
+class _Planning:
+    """What the steps of build_plan share: the inputs, indexed, and what they decided."""
+
+    desired: Mapping[str, TokenSpec]
+    state: State
+    now: datetime
+    prune: bool
+    present: list[ApiToken]
+    by_uid: dict[str, ApiToken]
+    # Live tokens not owned, by name; steps take out the ones they decide about.
+    unowned: dict[str, list[ApiToken]]
+    actions: list[Action] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    unchanged: int = 0
+    unmanaged: int = 0
+    pruned: int = 0
+    owned_count: int = 0
+    orphaned_names: set[str] = field(default_factory=set)
+    # Owned names whose token is gone while an unowned one of that name exists.
+    displaced: set[str] = field(default_factory=set)
+    comparison: _Comparison = field(default_factory=lambda: _Comparison())
+    compared: dict[str, tuple[str, TokenSpec, ApiToken]] = field(default_factory=dict)
+
+
 def build_plan(
     desired: Mapping[str, TokenSpec],
     live: Sequence[ApiToken],
@@ -205,27 +236,58 @@ def build_plan(
     an orphan of an interrupted create (state.pending) and, with ``prune``, any unowned
     token not declared (or duplicating a declared name that is owned).
     """
-    now = as_utc(now)
-    present = [t for t in live if t.deleted_at is None]
-    by_uid = {t.uid: t for t in present}
-    owned_uids = {owned.uid for owned in state.tokens.values()} | set(state.retired)
+    planning = _index(desired, live, state, as_utc(now), prune)
+    # Orphans of interrupted creates go first: they are never adopted, and once they are
+    # set aside the name is planned as if they did not exist.
+    _plan_orphans(planning)
+    _plan_retired(planning)
+    _plan_owned(planning)
+    _plan_declared(planning)
+    _plan_compared(planning)
+    _plan_leftovers(planning)
+    return Plan(
+        actions=tuple(planning.actions),
+        conflicts=tuple(planning.conflicts),
+        unchanged=planning.unchanged,
+        unmanaged=planning.unmanaged,
+        owned_count=planning.owned_count,
+        desired_count=len(desired),
+        created_at=planning.now,
+        state_lineage=state.lineage,
+        state_serial=state.serial,
+        live_digest=_live_digest(planning.present),
+        threshold_base=planning.owned_count + planning.pruned,
+    )
 
+
+def _index(
+    desired: Mapping[str, TokenSpec],
+    live: Sequence[ApiToken],
+    state: State,
+    now: datetime,
+    prune: bool,
+) -> _Planning:
+    present = [t for t in live if t.deleted_at is None]
+    owned_uids = {owned.uid for owned in state.tokens.values()} | set(state.retired)
     unowned: dict[str, list[ApiToken]] = defaultdict(list)
     for token in present:
         if token.uid not in owned_uids:
             unowned[token.name].append(token)
+    return _Planning(
+        desired=desired,
+        state=state,
+        now=now,
+        prune=prune,
+        present=present,
+        by_uid={t.uid: t for t in present},
+        unowned=unowned,
+    )
 
-    actions: list[Action] = []
-    conflicts: list[Conflict] = []
-    unchanged = 0
-    unmanaged = 0
-    pruned = 0
 
-    # Orphans of interrupted creates go first: they are never adopted, and once they are
-    # set aside the name is planned as if they did not exist.
-    orphaned_names: set[str] = set()
-    for name, pending in state.pending.items():
-        candidates = unowned.get(name)
+def _plan_orphans(p: _Planning) -> None:
+    """Delete what an interrupted create left: same name, made around its start."""
+    for name, pending in p.state.pending.items():
+        candidates = p.unowned.get(name)
         if not candidates:
             continue
         cutoff = pending.started_at - ORPHAN_CLOCK_SKEW
@@ -235,16 +297,18 @@ def build_plan(
         ]
         if not orphans:
             continue
-        orphaned_names.add(name)
+        p.orphaned_names.add(name)
         orphan_uids = {t.uid for t in orphans}
-        unowned[name] = [t for t in candidates if t.uid not in orphan_uids]
+        p.unowned[name] = [t for t in candidates if t.uid not in orphan_uids]
         for token in orphans:
-            actions.append(_delete(token, REASON_ORPHAN, routine=True))
+            p.actions.append(_delete(token, REASON_ORPHAN, routine=True))
 
-    # The old half of a replacement that was interrupted before its delete: finish it.
-    for uid, retired in state.retired.items():
-        current = by_uid.get(uid)
-        actions.append(
+
+def _plan_retired(p: _Planning) -> None:
+    """The old half of a replacement that was interrupted before its delete: finish it."""
+    for uid, retired in p.state.retired.items():
+        current = p.by_uid.get(uid)
+        p.actions.append(
             Action(
                 kind="delete" if current is not None else "forget",
                 name=retired.name,
@@ -256,33 +320,22 @@ def build_plan(
             )
         )
 
-    comparison = _Comparison()
-    compared: dict[str, tuple[str, TokenSpec, ApiToken]] = {}
-    # Owned names whose token is gone while an unowned one of that name exists.
-    displaced: set[str] = set()
-    owned_count = 0
 
-    for name, owned in state.tokens.items():
-        current = by_uid.get(owned.uid)
-        spec = desired.get(name)
+def _plan_owned(p: _Planning) -> None:
+    """Each owned token: delete, forget, recreate, or compare with its spec."""
+    for name, owned in p.state.tokens.items():
+        current = p.by_uid.get(owned.uid)
+        spec = p.desired.get(name)
         if current is not None:
-            owned_count += 1
+            p.owned_count += 1
             if spec is None:
-                actions.append(_delete(current, REASON_REMOVED))
+                p.actions.append(_delete(current, REASON_REMOVED))
             else:
-                compared[name] = ("replace", spec, current)
-                comparison.add(name, spec, current)
-            # Same-named unowned tokens beside an owned one are someone else's business,
-            # unless --prune claims everything.
-            for other in unowned.pop(name, []):
-                if prune:
-                    pruned += 1
-                    reason = REASON_PRUNE if spec is None else REASON_PRUNE_DUPLICATE
-                    actions.append(_delete(other, reason))
-                else:
-                    unmanaged += 1
+                p.compared[name] = ("replace", spec, current)
+                p.comparison.add(name, spec, current)
+            _plan_beside_owned(p, name, declared=spec is not None)
         elif spec is None:
-            actions.append(
+            p.actions.append(
                 Action(
                     kind="forget",
                     name=name,
@@ -292,24 +345,39 @@ def build_plan(
                     before=_recorded_view(owned),
                 )
             )
-        elif not unowned.get(name):
-            actions.append(_create(spec, REASON_DELETED_OUTSIDE))
+        elif not p.unowned.get(name):
+            p.actions.append(_create(spec, REASON_DELETED_OUTSIDE))
         else:
             # The owned token is gone but another of that name exists: it is judged like
             # any unowned token (adopt or conflict) rather than duplicated by a create.
-            displaced.add(name)
+            p.displaced.add(name)
 
-    for name, spec in desired.items():
-        if name in state.tokens and name not in displaced:
+
+def _plan_beside_owned(p: _Planning, name: str, *, declared: bool) -> None:
+    """Same-named unowned tokens beside an owned one are someone else's business, unless
+    --prune claims everything."""
+    for other in p.unowned.pop(name, []):
+        if p.prune:
+            p.pruned += 1
+            reason = REASON_PRUNE_DUPLICATE if declared else REASON_PRUNE
+            p.actions.append(_delete(other, reason))
+        else:
+            p.unmanaged += 1
+
+
+def _plan_declared(p: _Planning) -> None:
+    """Each declared name reconciler does not (or no longer) own: create, adopt or conflict."""
+    for name, spec in p.desired.items():
+        if name in p.state.tokens and name not in p.displaced:
             continue
-        candidates = unowned.pop(name, [])
+        candidates = p.unowned.pop(name, [])
         if not candidates:
-            reason = REASON_NEW_AFTER_ORPHAN if name in orphaned_names else REASON_NEW
-            actions.append(_create(spec, reason))
+            reason = REASON_NEW_AFTER_ORPHAN if name in p.orphaned_names else REASON_NEW
+            p.actions.append(_create(spec, reason))
         elif len(candidates) > 1:
             uids = ", ".join(sorted(t.uid for t in candidates))
             for token in candidates:
-                conflicts.append(
+                p.conflicts.append(
                     Conflict(
                         name=name,
                         uid=token.uid,
@@ -321,18 +389,21 @@ def build_plan(
                     )
                 )
         else:
-            compared[name] = ("adopt", spec, candidates[0])
-            comparison.add(name, spec, candidates[0])
+            p.compared[name] = ("adopt", spec, candidates[0])
+            p.comparison.add(name, spec, candidates[0])
 
-    reasons_by_name = comparison.reasons()
-    for name, (role, spec, token) in compared.items():
+
+def _plan_compared(p: _Planning) -> None:
+    """Owned tokens that differ are replaced; unowned ones are adopted or conflict."""
+    reasons_by_name = p.comparison.reasons()
+    for name, (role, spec, token) in p.compared.items():
         differences = reasons_by_name.get(name, [])
-        lifetime = _lifetime_reason(spec, token, now)
+        lifetime = _lifetime_reason(spec, token, p.now)
         if role == "replace":
             if not differences and lifetime is None:
-                unchanged += 1
+                p.unchanged += 1
                 continue
-            actions.append(
+            p.actions.append(
                 Action(
                     kind="replace",
                     name=name,
@@ -342,10 +413,11 @@ def build_plan(
                     before=_live_view(token),
                     after=_spec_view(spec),
                     routine=not differences,
+                    expiry_changed=lifetime is not None or p.comparison.expiry_differs(name),
                 )
             )
         elif differences:
-            conflicts.append(
+            p.conflicts.append(
                 Conflict(
                     name=name,
                     uid=token.uid,
@@ -355,44 +427,37 @@ def build_plan(
                 )
             )
         else:
-            reasons = [REASON_ADOPT]
-            if name in displaced:
-                reasons.insert(0, f"the owned token was {REASON_DELETED_OUTSIDE}")
-            if lifetime is not None:
-                reasons.append(f"{lifetime}: the next plan will replace it")
-            actions.append(
-                Action(
-                    kind="adopt",
-                    name=name,
-                    uid=token.uid,
-                    spec=spec,
-                    reasons=tuple(reasons),
-                    before=_live_view(token),
-                    after=_spec_view(spec),
-                )
-            )
+            p.actions.append(_adopt(name, spec, token, lifetime, displaced=name in p.displaced))
 
-    for tokens in unowned.values():
-        for token in tokens:
-            if prune:
-                pruned += 1
-                actions.append(_delete(token, REASON_PRUNE))
-            else:
-                unmanaged += 1
 
-    return Plan(
-        actions=tuple(actions),
-        conflicts=tuple(conflicts),
-        unchanged=unchanged,
-        unmanaged=unmanaged,
-        owned_count=owned_count,
-        desired_count=len(desired),
-        created_at=now,
-        state_lineage=state.lineage,
-        state_serial=state.serial,
-        live_digest=_live_digest(present),
-        threshold_base=owned_count + pruned,
+def _adopt(
+    name: str, spec: TokenSpec, token: ApiToken, lifetime: str | None, *, displaced: bool
+) -> Action:
+    reasons = [REASON_ADOPT]
+    if displaced:
+        reasons.insert(0, f"the owned token was {REASON_DELETED_OUTSIDE}")
+    if lifetime is not None:
+        reasons.append(f"{lifetime}: the next plan will replace it")
+    return Action(
+        kind="adopt",
+        name=name,
+        uid=token.uid,
+        spec=spec,
+        reasons=tuple(reasons),
+        before=_live_view(token),
+        after=_spec_view(spec),
     )
+
+
+def _plan_leftovers(p: _Planning) -> None:
+    """Unowned tokens nobody declared: left alone, or deleted with --prune."""
+    for tokens in p.unowned.values():
+        for token in tokens:
+            if p.prune:
+                p.pruned += 1
+                p.actions.append(_delete(token, REASON_PRUNE))
+            else:
+                p.unmanaged += 1
 
 
 def _create(spec: TokenSpec, reason: str) -> Action:

@@ -5,23 +5,18 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler.plan import Action, ActionKind, Plan
+from reconciler.plan import KIND_TABLE, Action, ActionKind, Plan
 from reconciler.spec import Expiry
+from reconciler.text import plural
 
-# Terraform's symbols where Terraform has the concept. "forget" uses ".", as Terraform's
-# own forget action (removed blocks with destroy = false) does; "~" would read as an
-# in-place update, which reconciler never does.
-SYMBOLS: dict[ActionKind, str] = {
-    "create": "+",
-    "delete": "-",
-    "replace": "-/+",
-    "adopt": "=",
-    "forget": ".",
-}
+if TYPE_CHECKING:
+    from reconciler.applier import ApplyResult
+
+SYMBOLS: dict[ActionKind, str] = {kind: info.symbol for kind, info in KIND_TABLE.items()}
 COLORS: dict[ActionKind, str | None] = {
     "create": "green",
     "delete": "red",
@@ -29,6 +24,7 @@ COLORS: dict[ActionKind, str | None] = {
     "adopt": "cyan",
     "forget": None,
 }
+# The legend's order (and so the order of its lines) is this dict's.
 LEGEND: dict[ActionKind, str] = {
     "create": "create",
     "delete": "delete",
@@ -37,17 +33,9 @@ LEGEND: dict[ActionKind, str] = {
     "forget": "forget (drop from state; the token is already gone)",
 }
 _SUMMARY_KINDS: tuple[ActionKind, ...] = ("create", "replace", "delete", "adopt")
-# Markdown lists what needs the closest review first.
-_MARKDOWN_ORDER: dict[ActionKind, int] = {
-    "replace": 0,
-    "delete": 1,
-    "create": 2,
-    "adopt": 3,
-    "forget": 4,
-}
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     """User text made safe for one terminal line: control and format characters (newlines,
     ANSI escapes, bidi overrides) become visible escapes instead of acting."""
     if text.isprintable():
@@ -62,21 +50,14 @@ def _plain(text: str) -> str:
     return "".join(out)
 
 
-plain = _plain
-
-
 def _quoted(text: str) -> str:
-    return '"' + _plain(text).replace('"', '\\"') + '"'
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+    return '"' + plain(text).replace('"', '\\"') + '"'
 
 
 def summary_line(plan: Plan) -> str:
     """'Plan: 2 to create, ... 40 unchanged, 3 unmanaged.' or the no-changes sentence."""
     if not plan.actions:
-        text = f"No changes. {_plural(plan.unchanged, 'token')} "
+        text = f"No changes. {plural(plan.unchanged, 'token')} "
         text += "matches the manifests." if plan.unchanged == 1 else "match the manifests."
         if plan.unmanaged:
             text += f" {plan.unmanaged} unmanaged."
@@ -98,41 +79,24 @@ def _expiry_text(value: object) -> str:
     return text
 
 
-def _touches_expiry(action: Action) -> bool:
-    return any(
-        r.startswith(("expiry changed", "rotation due")) or r == "expired" for r in action.reasons
-    )
-
-
 def _changes(action: Action) -> list[tuple[str, str, str]]:
     """(attribute, before, after) for each attribute a replace changes, as display text."""
-    before, after = action.before or {}, action.after or {}
+    before, after = action.before, action.after
+    if before is None or after is None:
+        return []
     rows: list[tuple[str, str, str]] = []
-    if before.get("description") != after.get("description"):
-        rows.append(
-            (
-                "description",
-                _quoted(str(before.get("description", ""))),
-                _quoted(str(after.get("description", ""))),
-            )
-        )
-    old_scopes, new_scopes = before.get("scopes") or [], after.get("scopes") or []
-    if sorted(old_scopes) != sorted(new_scopes):
+    if before.description != after.description:
+        rows.append(("description", _quoted(before.description), _quoted(after.description)))
+    if sorted(before.scopes) != sorted(after.scopes):
         rows.append(
             (
                 "scopes",
-                ", ".join(_plain(str(s)) for s in old_scopes) or "(none)",
-                ", ".join(_plain(str(s)) for s in new_scopes) or "(none)",
+                ", ".join(plain(s) for s in before.scopes) or "(none)",
+                ", ".join(plain(s) for s in after.scopes) or "(none)",
             )
         )
-    if _touches_expiry(action):
-        rows.append(
-            (
-                "expires",
-                _plain(str(before.get("expired_at") or "never")),
-                _expiry_text(after.get("expires")),
-            )
-        )
+    if action.expiry_changed:
+        rows.append(("expires", plain(before.expired_at or "never"), _expiry_text(after.expires)))
     return rows
 
 
@@ -145,7 +109,7 @@ def render_text(plan: Plan, *, color: bool) -> str:
 
     lines: list[str] = []
     if plan.actions:
-        used = [kind for kind in SYMBOLS if any(a.kind == kind for a in plan.actions)]
+        used = [kind for kind in LEGEND if any(a.kind == kind for a in plan.actions)]
         lines.append("Actions are shown with these symbols:")
         for kind in used:
             symbol = style(f"{SYMBOLS[kind]:>3}", fg=COLORS[kind], bold=True)
@@ -153,15 +117,15 @@ def render_text(plan: Plan, *, color: bool) -> str:
         lines.append("")
         lines.append("Reconciler will perform the following actions:")
         lines.append("")
-        name_width = max(len(_plain(a.name)) for a in plan.actions)
-        uid_width = max(len(_plain(a.uid or "")) for a in plan.actions)
+        name_width = max(len(plain(a.name)) for a in plan.actions)
+        uid_width = max(len(plain(a.uid or "")) for a in plan.actions)
         for action in plan.actions:
             head = style(
                 f"{SYMBOLS[action.kind]:<3} {action.kind:<7}", fg=COLORS[action.kind], bold=True
             )
-            name = _plain(action.name).ljust(name_width)
-            uid = _plain(action.uid or "").ljust(uid_width)
-            reasons = "; ".join(_plain(r) for r in action.reasons)
+            name = plain(action.name).ljust(name_width)
+            uid = plain(action.uid or "").ljust(uid_width)
+            reasons = "; ".join(plain(r) for r in action.reasons)
             lines.append(f"  {head}  {style(name, bold=True)}  {uid}  {reasons}".rstrip())
             if action.kind == "replace":
                 changes = _changes(action)
@@ -176,7 +140,7 @@ def render_text(plan: Plan, *, color: bool) -> str:
         count = len(plan.conflicts)
         lines.append(
             style(
-                f"{_plural(count, 'conflict')}: the plan cannot be applied until "
+                f"{plural(count, 'conflict')}: the plan cannot be applied until "
                 f"{'it is' if count == 1 else 'they are'} resolved.",
                 fg="red",
                 bold=True,
@@ -185,15 +149,17 @@ def render_text(plan: Plan, *, color: bool) -> str:
         lines.append("")
         for conflict in plan.conflicts:
             mark = style("  !", fg="red", bold=True)
-            lines.append(f"{mark} {_plain(conflict.name)}  {_plain(conflict.uid)}")
-            lines.append(f"      {_plain(conflict.reason)}")
-            lines.append(f"      fix: {_plain(conflict.fix)}")
+            lines.append(f"{mark} {plain(conflict.name)}  {plain(conflict.uid)}")
+            lines.append(f"      {plain(conflict.reason)}")
+            lines.append(f"      fix: {plain(conflict.fix)}")
         lines.append("")
     lines.append(style(summary_line(plan), bold=True))
     return "\n".join(lines) + "\n"
 
 
-_MARKDOWN_ENTITIES = {char: f"&#{ord(char)};" for char in "&<>\"'|`\\*_[]~@#!$"} | {
+# "_" is common in names and scopes: a backslash escape reads better in raw text than an entity.
+_MARKDOWN_ENTITIES = {char: f"&#{ord(char)};" for char in "&<>\"'|`\\*[]~@#!$"} | {
+    "_": "\\_",
     "\n": " ",
     "\r": " ",
     "\t": " ",
@@ -204,7 +170,7 @@ def md(text: str) -> str:
     """User text made inert in Markdown and HTML, including inside a table cell: every
     character with a meaning (pipes, backticks, emphasis, links, tags, @mentions, #refs)
     becomes an HTML entity, which GitHub renders as the character itself."""
-    return "".join(_MARKDOWN_ENTITIES.get(char, char) for char in _plain(text))
+    return "".join(_MARKDOWN_ENTITIES.get(char, char) for char in plain(text))
 
 
 def md_code(text: str) -> str:
@@ -281,10 +247,10 @@ def _markdown(plan: Plan, *, budget: int | None) -> str:
     if plan.conflicts:
         count = len(plan.conflicts)
         lines.append(
-            f"> **{_plural(count, 'conflict')}** must be resolved before this plan can be applied."
+            f"> **{plural(count, 'conflict')}** must be resolved before this plan can be applied."
         )
         lines.append("")
-    ordered = sorted(plan.actions, key=lambda a: (_MARKDOWN_ORDER[a.kind], a.sort_key()))
+    ordered = sorted(plan.actions, key=lambda a: (KIND_TABLE[a.kind].review, a.sort_key()))
     action_rows = _md_rows(
         [
             f"`{SYMBOLS[a.kind]}`",
@@ -312,14 +278,14 @@ def _markdown(plan: Plan, *, budget: int | None) -> str:
         lines += ["#### Conflicts", ""]
         lines += [*_md_header(["name", "uid", "conflict", "fix"]), *conflict_rows, ""]
         if conflicts_cut:
-            lines += [f"*{_plural(conflicts_cut, 'more conflict')} not shown.*", ""]
+            lines += [f"*{plural(conflicts_cut, 'more conflict')} not shown.*", ""]
     lines += [
         f"<details><summary>{plan.unchanged} unchanged, {plan.unmanaged} unmanaged</summary>",
         "",
         f"- **{plan.unchanged} unchanged**: owned tokens that already match the manifests.",
         f"- **{plan.unmanaged} unmanaged**: tokens neither declared nor owned by reconciler, "
         "left alone (`--prune` would delete them).",
-        f"- The manifests declare {_plural(plan.desired_count, 'token')}; reconciler owns "
+        f"- The manifests declare {plural(plan.desired_count, 'token')}; reconciler owns "
         f"{plan.owned_count}.",
         "",
         "</details>",
@@ -328,10 +294,10 @@ def _markdown(plan: Plan, *, budget: int | None) -> str:
 
 
 def _cut_note(count: int, cut: list[Action]) -> str:
-    kinds = [kind for kind in _MARKDOWN_ORDER if any(a.kind == kind for a in cut)]
+    kinds = sorted({a.kind for a in cut}, key=lambda k: KIND_TABLE[k].review)
     detail = ", ".join(f"{sum(1 for a in cut if a.kind == k)} {k}" for k in kinds)
     return (
-        f"*{_plural(count, 'more action')} not shown{f' ({detail})' if detail else ''}: this "
+        f"*{plural(count, 'more action')} not shown{f' ({detail})' if detail else ''}: this "
         "comment would be too long. The job log has the full plan (`reconciler show` of the "
         "saved plan).*"
     )
@@ -360,18 +326,55 @@ def render_json(plan: Plan) -> str:
     return json.dumps(plan.to_dict(), indent=2) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Plan], str]] = {
-    "text": lambda plan: render_text(plan, color=False),
-    "markdown": render_markdown,
-    "json": render_json,
+RENDERERS: dict[str, Callable[[Plan, bool], str]] = {
+    "text": lambda plan, color: render_text(plan, color=color),
+    "markdown": lambda plan, _color: render_markdown(plan),
+    "json": lambda plan, _color: render_json(plan),
 }
+
+
+def render(plan: Plan, fmt: str, *, color: bool = False) -> str:
+    """``plan`` in one of the RENDERERS formats (colour applies to text only)."""
+    return RENDERERS[fmt](plan, color)
+
+
+def apply_report(result: ApplyResult, secrets_out: str | None) -> str:
+    """What an apply did: one line when it finished, else what failed and what did not start."""
+    counts = dict.fromkeys(KIND_TABLE, 0)
+    for event in result.done:
+        counts[event.action.kind] += 1
+    done = ", ".join(f"{n} {KIND_TABLE[k].past}" for k, n in counts.items() if n)
+    done = done or "nothing done"
+    if result.ok:
+        lines = [f"Apply complete: {done}."]
+        if secrets_out and any(e.action.creates for e in result.done):
+            lines.append(f"New token values are in {secrets_out}.")
+        return "\n".join(lines)
+    lines = [f"Apply stopped: {done}."]
+    if result.interrupted:
+        lines.append(f"Interrupted by {result.interrupted}.")
+    for event in result.failed:
+        lines.append(f"  failed: {event.action.kind} {event.action.name}: {event.detail}")
+    if result.not_started:
+        names = ", ".join(f"{a.kind} {a.name}" for a in result.not_started[:10])
+        more = len(result.not_started) - 10
+        lines.append(
+            f"  not started ({len(result.not_started)}): {names}"
+            + (f" and {more} more" if more > 0 else "")
+        )
+    lines.append("State records everything that was done; run apply again to converge.")
+    return "\n".join(lines)
+
 
 __all__ = [
     "RENDERERS",
     "SYMBOLS",
+    "apply_report",
     "md",
     "md_code",
     "plain",
+    "plural",
+    "render",
     "render_json",
     "render_markdown",
     "render_text",

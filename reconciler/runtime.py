@@ -49,6 +49,23 @@ class Options:
         log.debug("state %s (from %s)", setting.location, setting.source)
         return setting.location
 
+    def hint_args(self) -> list[str]:
+        """The connection options this run was given, as arguments for a command a message
+        suggests (so it works when pasted). Never the API key: it stays where it was."""
+        import shlex
+
+        args: list[str] = []
+        for flag, value in (
+            ("--endpoint", self.endpoint),
+            ("--state", self.state),
+            ("--ca-bundle", self.ca_bundle),
+        ):
+            if value:
+                args += [flag, shlex.quote(value)]
+        if self.allow_insecure_http:
+            args.append("--allow-insecure-http")
+        return args
+
     @property
     def is_local(self) -> bool:
         return self.endpoint == LOCAL

@@ -42,6 +42,12 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+class Duration(timedelta):
+    """A timedelta that remembers how the user spelt it ('14d' stays '14d', not '2w')."""
+
+    spelling: str
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse '12h', '90d' or '2w'. Raises ValueError with the accepted forms."""
     match = DURATION_PATTERN.match(text)
@@ -57,11 +63,31 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(
             f"{clip(text)} is too long: a duration is at most 100 years (36500d, 5214w)"
         )
-    return int(digits) * unit
+    delta = int(digits) * unit
+    spelt = Duration(seconds=delta.total_seconds())
+    spelt.spelling = f"{digits}{match.group(2)}"
+    return spelt
+
+
+_WAIT_PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_WAIT_UNITS = {"s": timedelta(seconds=1), "m": timedelta(minutes=1), **_UNITS}
+
+
+def parse_wait(text: str) -> timedelta:
+    """Parse a wait such as '0', '30s', '5m' or '1h': the duration grammar with seconds and
+    minutes too, and zero allowed (the only value without a unit). Raises ValueError."""
+    match = _WAIT_PATTERN.match(text)
+    if match is None or len(match.group(1)) > 9 or (not match.group(2) and int(match.group(1))):
+        raise ValueError(f"{clip(text)} is not a wait: use 0, 30s, 5m or 1h")
+    return int(match.group(1)) * _WAIT_UNITS[match.group(2) or "s"]
 
 
 def format_duration(delta: timedelta) -> str:
-    """The shortest exact spelling of a duration made by parse_duration ('2w', '90d', '36h')."""
+    """How the user wrote a duration made by parse_duration, else its shortest exact
+    spelling ('2w', '90d', '36h')."""
+    spelling = getattr(delta, "spelling", None)
+    if spelling is not None:
+        return str(spelling)
     hours = int(delta.total_seconds()) // 3600
     if hours % (24 * 7) == 0:
         return f"{hours // (24 * 7)}w"

@@ -19,7 +19,8 @@ from yaml.events import (
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
-from reconciler.errors import Problem, clip
+from reconciler.errors import Problem
+from reconciler.text import clip, quotable
 
 try:
     from yaml import CSafeLoader as _Parser
@@ -105,10 +106,6 @@ def _scalar(event: Any, tags: dict[str, str]) -> Any:
         return value
 
 
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
     """Parse one YAML document into dicts/lists/scalars (YMap/YList carry line numbers).
 
@@ -135,6 +132,10 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
             )
             context = f" ({exc.context}{at})"
         column = f" at column {mark.column + 1}" if mark is not None else ""
+        if _is_tab(exc, text):
+            message = f"YAML syntax error{column}: tabs are not allowed for indentation, use spaces"
+            problems.append(Problem(file, line, message))
+            return None, problems
         problems.append(
             Problem(file, line, f"YAML syntax error{column}: {what}{context}; fix the YAML syntax")
         )
@@ -151,108 +152,121 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
     return None, problems
 
 
+def _is_tab(exc: yaml.MarkedYAMLError, text: str) -> bool:
+    """Whether PyYAML stopped at a tab ('found character that cannot start any token', or
+    'a tab character that violates indentation'): YAML indents with spaces only."""
+    if "tab character" in (exc.problem or ""):
+        return True
+    mark = exc.problem_mark
+    index = getattr(mark, "index", -1)
+    return mark is not None and 0 <= index < len(text) and text[index] == "\t"
+
+
 def _build(text: str, file: str, problems: list[Problem]) -> Any:
     """Build values from the parser's event stream with an explicit stack (no recursion)."""
     parser = _Parser(text)
     try:
         # Events are read duck-typed: the C and Python parsers share no typed base.
         get_event: Callable[[], Any] = parser.get_event
-        root: Any = None
-        documents = 0
-        tags: dict[str, str] = {}
-        # Each frame is [container, pending key, pending key line, expecting key?]; lists
-        # only use the container slot.
-        stack: list[list[Any]] = []
+        builder = _Builder(file, problems)
         while True:
             event = get_event()
             if event is None:
-                break
-            kind = type(event)
-            if kind is ScalarEvent:
-                top = stack[-1] if stack else None
-                if top is not None and top[3]:
-                    line = event.start_mark.line + 1
-                    # Keys are names: `yes:` or `1:` is reported as an unknown key spelled
-                    # as written, not as True or 1.
-                    key = event.value
-                    container: YMap = top[0]
-                    if key in container.key_lines:
-                        problems.append(
-                            Problem(
-                                file,
-                                line,
-                                f"duplicate key {clip(key)} (first at line "
-                                f"{container.key_lines[key]}): remove one of them",
-                            )
-                        )
-                    top[1] = key
-                    top[2] = line
-                    top[3] = False
-                    continue
-                value = _scalar(event, tags)
-                # Only list items need their own line (a value's line is its key's).
-                line = 0
-            elif kind is MappingStartEvent or kind is SequenceStartEvent:
-                line = event.start_mark.line + 1
-                top = stack[-1] if stack else None
-                if top is not None and top[3]:
-                    raise _Fatal(
-                        line, "a mapping or list cannot be a key: use a plain name as the key"
-                    )
-                if len(stack) >= MAX_DEPTH:
-                    raise _Fatal(
-                        line,
-                        f"nested more than {MAX_DEPTH} levels deep: a manifest is "
-                        "`tokens:` -> list -> token -> scopes; flatten it",
-                    )
-                if kind is MappingStartEvent:
-                    if event.tag not in _MAP_TAGS:
-                        raise _Fatal(
-                            line, f"unsupported YAML tag {clip(event.tag)}: remove the tag"
-                        )
-                    stack.append([YMap(line), None, 0, True])
-                else:
-                    if event.tag not in _SEQ_TAGS:
-                        raise _Fatal(
-                            line, f"unsupported YAML tag {clip(event.tag)}: remove the tag"
-                        )
-                    stack.append([YList(line), None, 0, False])
-                continue
-            elif kind is MappingEndEvent or kind is SequenceEndEvent:
-                value = stack.pop()[0]
-                line = value.line
-            elif kind is AliasEvent:
-                raise _Fatal(
-                    event.start_mark.line + 1,
-                    f"YAML aliases (*{_short(event.anchor)}) are not supported: write the value "
-                    "out in full instead of referring to an anchor",
-                )
-            elif kind is DocumentStartEvent:
-                documents += 1
-                if documents > 1:
-                    raise _Fatal(
-                        event.start_mark.line + 1,
-                        "more than one YAML document (a second `---`): put every token under "
-                        "the one `tokens:` list, or move the second document to its own file",
-                    )
-                continue
-            else:
-                continue
-            # A finished value (scalar or container) goes into its parent.
-            if not stack:
-                root = value
-                continue
-            top = stack[-1]
-            parent = top[0]
-            if type(parent) is YList:
-                parent.append(value)
-                parent.item_lines.append(line or event.start_mark.line + 1)
-            else:
-                key = top[1]
-                parent[key] = value
-                # The line of the value that wins, so later errors point at it.
-                parent.key_lines[key] = top[2]
-                top[3] = True
-        return root
+                return builder.root
+            builder.feed(event)
     finally:
         parser.dispose()
+
+
+class _Builder:
+    """Turns parser events into YMap/YList/scalars. Each stack frame is [container,
+    pending key, pending key line, expecting key?]; lists only use the container slot."""
+
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        self.file = file
+        self.problems = problems
+        self.root: Any = None
+        self.documents = 0
+        self.tags: dict[str, str] = {}
+        self.stack: list[list[Any]] = []
+
+    def feed(self, event: Any) -> None:
+        kind = type(event)
+        if kind is ScalarEvent:
+            top = self.stack[-1] if self.stack else None
+            if top is not None and top[3]:
+                self._key(top, event)
+                return
+            # Only list items need their own line (a value's line is its key's).
+            self._add(_scalar(event, self.tags), 0, event)
+        elif kind is MappingStartEvent or kind is SequenceStartEvent:
+            self._start(event, mapping=kind is MappingStartEvent)
+        elif kind is MappingEndEvent or kind is SequenceEndEvent:
+            value = self.stack.pop()[0]
+            self._add(value, value.line, event)
+        elif kind is AliasEvent:
+            anchor = quotable(event.anchor, 40) or clip(event.anchor, 40)
+            raise _Fatal(
+                event.start_mark.line + 1,
+                f"YAML aliases (*{anchor}) are not supported: write the value "
+                "out in full instead of referring to an anchor",
+            )
+        elif kind is DocumentStartEvent:
+            self.documents += 1
+            if self.documents > 1:
+                raise _Fatal(
+                    event.start_mark.line + 1,
+                    "more than one YAML document (a second `---`): put every token under "
+                    "the one `tokens:` list, or move the second document to its own file",
+                )
+
+    def _key(self, top: list[Any], event: Any) -> None:
+        line = event.start_mark.line + 1
+        # Keys are names: `yes:` or `1:` is reported as an unknown key spelled as
+        # written, not as True or 1.
+        key = event.value
+        container: YMap = top[0]
+        if key in container.key_lines:
+            self.problems.append(
+                Problem(
+                    self.file,
+                    line,
+                    f"duplicate key {clip(key)} (first at line "
+                    f"{container.key_lines[key]}): remove one of them",
+                )
+            )
+        top[1] = key
+        top[2] = line
+        top[3] = False
+
+    def _start(self, event: Any, *, mapping: bool) -> None:
+        line = event.start_mark.line + 1
+        top = self.stack[-1] if self.stack else None
+        if top is not None and top[3]:
+            raise _Fatal(line, "a mapping or list cannot be a key: use a plain name as the key")
+        if len(self.stack) >= MAX_DEPTH:
+            raise _Fatal(
+                line,
+                f"nested more than {MAX_DEPTH} levels deep: a manifest is "
+                "`tokens:` -> list -> token -> scopes; flatten it",
+            )
+        if event.tag not in (_MAP_TAGS if mapping else _SEQ_TAGS):
+            raise _Fatal(line, f"unsupported YAML tag {clip(event.tag)}: remove the tag")
+        self.stack.append([YMap(line), None, 0, True] if mapping else [YList(line), None, 0, False])
+
+    def _add(self, value: Any, line: int, event: Any) -> None:
+        """A finished value (scalar or container) goes into its parent."""
+        if not self.stack:
+            self.root = value
+            return
+        top = self.stack[-1]
+        parent = top[0]
+        if type(parent) is YList:
+            parent.append(value)
+            parent.item_lines.append(line or event.start_mark.line + 1)
+        else:
+            key = top[1]
+            parent[key] = value
+            # The line of the value that wins, so later errors point at it.
+            parent.key_lines[key] = top[2]
+            top[3] = True

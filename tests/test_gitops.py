@@ -304,7 +304,7 @@ def test_github_step_summary_gets_the_markdown(ws: Workspace) -> None:
 
 # ---------------------------------------------------------------- formats and snapshots
 
-_UID = re.compile(r"tok(_|&#95;)([0-9a-f]{20})")
+_UID = re.compile(r"tok(_|\\_|&#95;)([0-9a-f]{20})")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SHA = re.compile(r"\b[0-9a-f]{64}\b")
@@ -391,7 +391,7 @@ def test_plan_formats_with_every_action_kind_match_snapshots(every_kind: Workspa
     assert lines[2].startswith("**Plan: 1 to create, 2 to replace, 1 to delete, 1 to adopt, 1 to")
     kinds = [row.split("|")[2].strip(" *") for row in lines if row.startswith("| `")]
     assert kinds == ["replace", "replace", "delete", "create", "adopt", "forget"]
-    assert "rotation due: expires in 3d &#60; rotate&#95;before 14d" in markdown
+    assert "rotation due: expires in 3d &#60; rotate\\_before 14d" in markdown
     assert "<details><summary>1 unchanged, 1 unmanaged</summary>" in markdown
     data = json.loads(outputs["json"])
     assert data["format_version"] == 1
@@ -976,7 +976,7 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     )
     nightly = run("schedule", "refs/heads/main", "main")
     plan = nightly.run("plan")
-    assert "rotation due: expires in 2d &#60; rotate&#95;before 14d" in plan.summary
+    assert "rotation due: expires in 2d &#60; rotate\\_before 14d" in plan.summary
     assert str(workflow["jobs"]["apply"]["environment"])
     context = {"github": nightly.github}
     assert interpolate(workflow["jobs"]["apply"]["environment"], context) == "rotation"
@@ -1006,7 +1006,7 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     comment = machine.calls("gh")[-1]
     assert comment["args"][:3] == ["pr", "comment", "8"]
     assert (
-        f"reconciler import intruder {intruder}".replace("_", "&#95;")
+        f"reconciler import intruder {intruder}".replace("_", "\\_")
         in (comment["files"]["plan.md"])
     )
     assert pr.run("apply").skipped

@@ -385,7 +385,8 @@ ERROR_CASES = [
         "rotate_before not shorter than expires",
         TOKEN + "    scopes: [api]\n    expires: 7d\n    rotate_before: 2w\n",
         5,
-        ["rotate_before (2w) must be shorter than expires (1w)", "lengthen expires"],
+        # The user's own spelling comes back (7d, not 1w): issue 14.
+        ["rotate_before (2w) must be shorter than expires (7d)", "lengthen expires"],
     ),
     ("top-level list", "- name: a\n  scopes: [api]\n", 1, ["must be a mapping", "`tokens:`"]),
     ("top-level scalar", "hello\n", 1, ["must be a mapping with one key", "not a string"]),

@@ -542,3 +542,19 @@ def test_plans_ten_thousand_tokens_with_one_percent_drift() -> None:
     plan = plan_for(drifted, live, state)
     # Scale correctness only; speed is measured in bench/, not asserted here.
     assert plan.summary()["replace"] == 100 and plan.unchanged == 9_900
+
+
+def test_expiry_change_is_data_on_the_action_and_survives_a_saved_plan() -> None:
+    """Renderers read Action.expiry_changed, not reason text; a plan read back from its JSON
+    document has the same flags (and typed before/after views) as the one written."""
+    s = spec("ci", expires="90d", rotate_before=timedelta(days=14))
+    other = spec("other", "new description")
+    expires = CREATED + timedelta(days=90)
+    live = [token("u1", "ci", expired_at=expires), token("u2", "other", "old")]
+    owned = state_of(("ci", "u1", s), ("other", "u2", spec("other", "old")))
+    plan = plan_for([s, other], live, owned, now=expires - timedelta(days=3))
+    flags = {a.name: a.expiry_changed for a in plan.actions}
+    assert flags == {"ci": True, "other": False}
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan
+    assert "expiry_changed" not in plan.to_dict()["actions"][0]

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from reconciler.plan import Action, Conflict, Plan
+from reconciler.plan import Action, Conflict, LiveView, Plan, SpecView
 from reconciler.render import render_json, render_markdown, render_text
 from reconciler.spec import Expiry, TokenSpec
 
@@ -23,24 +23,19 @@ def spec(name: str, description: str = "", scopes: tuple[str, ...] = ("api",)) -
     )
 
 
-def live_view(
-    description: str, scopes: list[str], expired_at: str | None = None
-) -> dict[str, object]:
-    return {
-        "description": description,
-        "scopes": scopes,
-        "expired_at": expired_at,
-        "created_at": None,
-    }
+def live_view(description: str, scopes: list[str], expired_at: str | None = None) -> LiveView:
+    return LiveView(
+        description=description, scopes=tuple(scopes), expired_at=expired_at, created_at=None
+    )
 
 
-def spec_view(s: TokenSpec) -> dict[str, object]:
-    return {
-        "description": s.description,
-        "scopes": sorted(s.scopes),
-        "expires": s.expires.text(),
-        "rotate_before": None,
-    }
+def spec_view(s: TokenSpec) -> SpecView:
+    return SpecView(
+        description=s.description,
+        scopes=tuple(sorted(s.scopes)),
+        expires=s.expires.text(),
+        rotate_before=None,
+    )
 
 
 def full_plan() -> Plan:
@@ -67,6 +62,7 @@ def full_plan() -> Plan:
                 before=live_view("Nightly", ["api"], "2026-06-04T00:00:00Z"),
                 after=spec_view(nightly),
                 routine=True,
+                expiry_changed=True,
             ),
             Action(
                 "create",
@@ -262,8 +258,33 @@ def test_every_renderer_handles_a_plan_with_only_conflicts() -> None:
     assert json.loads(render_json(plan))["summary"]["conflicts"] == 1
 
 
-def test_rendering_needs_no_clock() -> None:
-    # Renderers are pure: the same plan renders the same text at any time.
+def test_rendering_needs_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renderers are pure: with the clock moved ten years on, the
+    same plan renders the same text in every format."""
+    from reconciler import plan as plan_module
+    from reconciler import render as render_module
+    from reconciler import spec as spec_module
+
     plan = full_plan()
-    assert render_text(plan, color=False) == render_text(plan, color=False)
-    assert NOW + timedelta(0) == plan.created_at
+    before = [render_text(plan, color=False), render_markdown(plan), render_json(plan)]
+    later = NOW + timedelta(days=3650)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> Later:  # type: ignore[override]
+            return cls.fromtimestamp(later.timestamp(), timezone.utc)
+
+    for module in (plan_module, render_module, spec_module):
+        if hasattr(module, "datetime"):
+            monkeypatch.setattr(module, "datetime", Later)
+    assert spec_module.utcnow() == later, "the clock did not move"
+    after = [render_text(plan, color=False), render_markdown(plan), render_json(plan)]
+    assert after == before
+    assert plan.created_at == NOW
+
+
+def test_the_cli_offers_exactly_the_renderers() -> None:
+    from reconciler.cli import FORMATS
+    from reconciler.render import RENDERERS
+
+    assert list(FORMATS.choices) == list(RENDERERS)
