@@ -72,9 +72,12 @@ for _command in (import_, state, force_unlock):
 @global_options
 def validate(paths: tuple[str, ...]) -> None:
     """Check manifests offline (no credentials needed)."""
-    from reconciler.manifest import load_manifests
+    from reconciler.manifest import load_manifests, past_expiries
+    from reconciler.spec import utcnow
 
     manifests = load_manifests(paths or DEFAULT_MANIFESTS)
+    for warning in past_expiries(manifests, utcnow()):
+        click.echo(warning, err=True)
     count = len(manifests.tokens)
     files = len(manifests.files)
     click.echo(f"{plural(count, 'token')} in {plural(files, 'file')}: valid.")

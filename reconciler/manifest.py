@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +26,6 @@ from pydantic import (
 
 from reconciler.errors import ManifestError, Problem
 from reconciler.spec import (
-    DURATION_PATTERN,
     NAME_PATTERN,
     NAME_RULE,
     SCOPES,
@@ -44,6 +43,8 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 _SCOPE_LIST = ", ".join(SCOPES)
+# DNS-1035 allows 63; a new generation made while the old one lives is named NAME-N.
+MAX_MANIFEST_NAME = 60
 _EXPIRES_FORMS = (
     "never, a duration (12h, 90d, 2w), a date (2027-01-31) or an ISO datetime "
     "(2027-01-31T12:00:00Z; UTC when no zone)"
@@ -75,13 +76,22 @@ def _parse_rotate_before(value: object) -> timedelta | None:
     return parse_duration(value)
 
 
+def _parse_overlap(value: object) -> timedelta:
+    if not isinstance(value, str):
+        raise ValueError(
+            f"overlap must be a duration such as 0s, 30m, 12h or 1d, not {_kind(value)}"
+        )
+    return parse_duration(value, allow_zero=True)
+
+
 Scope = Annotated[
     str,
     AfterValidator(_check_scope),
     WithJsonSchema({"type": "string", "enum": list(SCOPES)}),
 ]
 
-_DURATION_SCHEMA = {"type": "string", "pattern": DURATION_PATTERN.pattern}
+# Looser than the parser (unit order is not checked), which says what is wrong.
+_DURATION_SCHEMA = {"type": "string", "pattern": r"^\s*(\d+[wdhms])+\s*$"}
 
 ExpiresField = Annotated[
     Expiry,
@@ -107,6 +117,13 @@ RotateBeforeField = Annotated[
 ]
 
 
+OverlapField = Annotated[
+    timedelta,
+    PlainValidator(_parse_overlap),
+    WithJsonSchema({**_DURATION_SCHEMA, "default": "0s"}),
+]
+
+
 class TokenEntry(BaseModel):
     """One `tokens:` item as written in a manifest."""
 
@@ -114,7 +131,11 @@ class TokenEntry(BaseModel):
 
     name: str = Field(
         pattern=NAME_PATTERN.pattern,
-        description=f"Unique name of the token across all manifests: {NAME_RULE}.",
+        max_length=MAX_MANIFEST_NAME,
+        description=(
+            f"Unique name of the token across all manifests: {NAME_RULE}; in a manifest at "
+            f"most {MAX_MANIFEST_NAME}, leaving room for the -N suffix of a later generation."
+        ),
     )
     description: str = Field(default="", description="Free text shown in BentoCloud.")
     scopes: list[Scope] = Field(
@@ -129,6 +150,13 @@ class TokenEntry(BaseModel):
         description=(
             f"When the token expires: {_EXPIRES_FORMS}. A duration is a policy: new tokens "
             "get now + duration."
+        ),
+    )
+    overlap: OverlapField = Field(
+        default_factory=lambda: parse_duration("0s", allow_zero=True),
+        description=(
+            "How long the previous generation stays valid after a replacement delivered its "
+            "successor's value (0s, 30m, 12h, 1d): consumers have that long to switch."
         ),
     )
     rotate_before: RotateBeforeField = Field(
@@ -146,6 +174,7 @@ class TokenEntry(BaseModel):
             scopes=frozenset(self.scopes),
             expires=self.expires,
             rotate_before=self.rotate_before,
+            overlap=self.overlap,
         )
 
 
@@ -179,6 +208,23 @@ class Manifests:
     files: list[Path] = field(default_factory=list)
     digest: str = hashlib.sha256().hexdigest()
     locations: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+def past_expiries(manifests: Manifests, now: datetime) -> list[str]:
+    """A warning per token whose fixed expiry date has passed: apply would refuse to make
+    it, but a date going by must not start failing unrelated pull requests."""
+    warnings = []
+    for name, spec in sorted(manifests.tokens.items()):
+        at = spec.expires.at
+        if spec.expires.kind != "at" or at is None or at > now:
+            continue
+        file, line = manifests.locations.get(name, ("manifests", 0))
+        warnings.append(
+            f"Warning: {file}:{line}: token {name}: expires {spec.expires.text()} is in the "
+            "past; plan will refuse to create or replace it until you set a later date or a "
+            "duration such as 90d"
+        )
+    return warnings
 
 
 def manifest_json_schema() -> dict[str, Any]:
@@ -551,6 +597,12 @@ def _problem_for(error: Any, root: Any, display: str) -> Problem:
         suggestion = _suggest_name(str(value))
         hint = f"; such as {suggestion!r}" if suggestion else ""
         message = f"invalid name {clip(value)}: a name must be {NAME_RULE}{hint}"
+    elif kind == "string_too_long" and field_name == "name":
+        message = (
+            f"name {clip(value)} is {len(str(value))} characters: a manifest name is at most "
+            f"{MAX_MANIFEST_NAME}, leaving room for the -N suffix a new generation may need "
+            "(DNS-1035 allows 63); shorten it"
+        )
     elif kind == "value_error":
         message = str(error["ctx"]["error"])
     else:

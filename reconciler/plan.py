@@ -13,7 +13,7 @@ from reconciler.text import plural
 
 FORMAT_VERSION = 1
 
-ActionKind = Literal["create", "replace", "delete", "adopt", "forget"]
+ActionKind = Literal["create", "replace", "update", "delete", "retire", "adopt", "forget"]
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,18 @@ class KindInfo:
 
 
 # Terraform's symbols where Terraform has the concept. "forget" uses ".", as Terraform's
-# own forget action (removed blocks with destroy = false) does; "~" would read as an
-# in-place update, which reconciler never does. Summaries list kinds in this order.
+# own forget action (removed blocks with destroy = false) does; "~" is an in-place update
+# (same uid, same value). Within one name, deletes of what stands in the way (orphans,
+# due previous generations) come first, so their names are free for a new generation.
+# Summaries list kinds in this order.
 KIND_TABLE: dict[ActionKind, KindInfo] = {
-    "create": KindInfo("+", order=4, review=2, past="created", destructive=False, creates=True),
-    "replace": KindInfo("-/+", order=3, review=0, past="replaced", destructive=True, creates=True),
     "delete": KindInfo("-", order=0, review=1, past="deleted", destructive=True, creates=False),
-    "adopt": KindInfo("=", order=2, review=3, past="adopted", destructive=False, creates=False),
-    "forget": KindInfo(".", order=1, review=4, past="forgotten", destructive=False, creates=False),
+    "retire": KindInfo("-", order=1, review=4, past="retired", destructive=True, creates=False),
+    "forget": KindInfo(".", order=2, review=6, past="forgotten", destructive=False, creates=False),
+    "adopt": KindInfo("=", order=3, review=5, past="adopted", destructive=False, creates=False),
+    "update": KindInfo("~", order=4, review=2, past="updated", destructive=False, creates=False),
+    "replace": KindInfo("-/+", order=5, review=0, past="replaced", destructive=True, creates=True),
+    "create": KindInfo("+", order=6, review=3, past="created", destructive=False, creates=True),
 }
 KINDS: tuple[ActionKind, ...] = tuple(sorted(KIND_TABLE, key=lambda k: KIND_TABLE[k].order))
 
@@ -67,9 +71,11 @@ class LiveView:
     scopes: tuple[str, ...]
     expired_at: str | None
     created_at: str | None
+    live_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "live_name": self.live_name,
             "description": self.description,
             "scopes": list(self.scopes),
             "expired_at": self.expired_at,
@@ -83,6 +89,7 @@ class LiveView:
             scopes=tuple(str(s) for s in data.get("scopes") or ()),
             expired_at=_text_or_none(data.get("expired_at")),
             created_at=_text_or_none(data.get("created_at")),
+            live_name=_text_or_none(data.get("live_name")),
         )
 
     def __getitem__(self, key: str) -> Any:
@@ -97,9 +104,12 @@ class SpecView:
     scopes: tuple[str, ...]
     expires: str
     rotate_before: str | None
+    # The name the new token gets (create, replace): NAME, or NAME-N while NAME is held.
+    live_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "live_name": self.live_name,
             "description": self.description,
             "scopes": list(self.scopes),
             "expires": self.expires,
@@ -113,6 +123,7 @@ class SpecView:
             scopes=tuple(str(s) for s in data.get("scopes") or ()),
             expires=str(data.get("expires") or "never"),
             rotate_before=_text_or_none(data.get("rotate_before")),
+            live_name=_text_or_none(data.get("live_name")),
         )
 
     def __getitem__(self, key: str) -> Any:
@@ -123,9 +134,12 @@ class SpecView:
 class Action:
     """One change: what to do (``kind``) to which token, and why (``reasons``).
 
-    - ``create``: make a token from ``spec``; ``uid`` is None.
-    - ``replace``: create a token from ``spec``, then delete ``uid`` (no update endpoint).
+    - ``create``: make a token from ``spec`` named ``after.live_name``; ``uid`` is None.
+    - ``replace``: a new generation: create a token from ``spec`` named
+      ``after.live_name``, then retire ``uid`` (at once, or after the spec's overlap).
+    - ``update``: change ``uid`` in place to match ``spec`` (same value).
     - ``delete``: delete ``uid``.
+    - ``retire``: delete the previous generation ``uid`` and drop it from state.
     - ``adopt``: record the unowned ``uid`` in state as matching ``spec``; no API call.
     - ``forget``: drop the owned ``uid``, already gone from live and from the manifests,
       from state; no API call.
@@ -148,6 +162,14 @@ class Action:
     after: SpecView | None = None
     routine: bool = False
     expiry_changed: bool = False
+    # replace: retire the previous generation in the same run, whatever the overlap.
+    retire_now: bool = False
+
+    @property
+    def live_name(self) -> str:
+        """The name the token this action makes (or acts on) has at the API."""
+        view = self.after if self.after is not None else self.before
+        return (view.live_name if view is not None else None) or self.name
 
     @property
     def destructive(self) -> bool:
@@ -173,6 +195,7 @@ class Action:
             "after": self.after.to_dict() if self.after is not None else None,
             "routine": self.routine,
             "destructive": self.destructive,
+            "retire_now": self.retire_now,
         }
 
     @classmethod
@@ -193,6 +216,7 @@ class Action:
             after=SpecView.from_dict(data["after"]) if data.get("after") is not None else None,
             routine=bool(data.get("routine", False)),
             expiry_changed=_names_expiry(reasons),
+            retire_now=bool(data.get("retire_now", False)),
         )
 
 
@@ -254,6 +278,9 @@ class Plan:
     state_serial: int | None = None
     live_digest: str | None = None
     threshold_base: int = field(default=0)
+    # What the user should know that is no action: previous generations kept through their
+    # overlap, tokens expired or about to. Never counted as changes.
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Deterministic order whatever the caller passed: saved plans and diffs of rendered
@@ -340,6 +367,7 @@ class Plan:
             "threshold_base": self.threshold_base,
             "actions": [action.to_dict() for action in self.actions],
             "conflicts": [conflict.to_dict() for conflict in self.conflicts],
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -373,6 +401,7 @@ class Plan:
                 state_serial=int(serial) if serial is not None else None,
                 live_digest=data.get("live_digest"),
                 threshold_base=int(data.get("threshold_base", 0)),
+                notes=tuple(str(n) for n in data.get("notes") or ()),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PlanError(

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+from reconciler.errors import PlanError
+from reconciler.generations import assign_live_names, expiry_notes, plan_previous
 from reconciler.plan import Action, Conflict, LiveView, Plan, SpecView
 from reconciler.spec import TokenSpec, as_utc, format_duration, format_time, humanize
 from reconciler.state import OwnedToken, State
 from reconciler.token import ApiToken
+
+Updates = Literal["in-place", "replace"]
 
 # A create's token may carry a created_at slightly before our recorded start when the
 # server's clock lags ours; a token much older than the start cannot be the one we sent.
@@ -35,7 +40,8 @@ REASON_PRUNE_DUPLICATE = "not owned, duplicate of a declared token (--prune)"
 REASON_ADOPT = "not owned, matches the manifest"
 REASON_ORPHAN = "left by an interrupted create: its secret was never delivered"
 REASON_EXPIRED = "expired"
-REASON_RETIRED = "old token of an interrupted replacement: its successor is already owned"
+REASON_UNPROVEN = "its value was not accepted by the API at /auth/current"
+REASON_FORCED = "--replace: a new generation now, the previous one retired at once"
 
 
 def _spec_view(spec: TokenSpec) -> SpecView:
@@ -59,6 +65,7 @@ def _live_view(token: ApiToken) -> LiveView:
         scopes=tuple(sorted(set(token.scopes))),
         expired_at=_time_text(token.expired_at),
         created_at=_time_text(token.created_at),
+        live_name=token.name,
     )
 
 
@@ -68,6 +75,7 @@ def _recorded_view(owned: OwnedToken) -> LiveView:
         scopes=tuple(sorted(owned.spec.scopes)),
         expired_at=_time_text(owned.expired_at),
         created_at=_time_text(owned.created_at),
+        live_name=owned.live_name,
     )
 
 
@@ -116,14 +124,18 @@ class _Comparison:
         live = {"description": token.description, "scopes": set(token.scopes)}
         if expiry is None and desired == live:
             return True
-        self._desired[key] = desired
-        self._live[key] = live
+        if desired != live:
+            self._desired[key] = desired
+            self._live[key] = live
         if expiry is not None:
             self._expiry[key] = expiry
         return False
 
     def expiry_differs(self, key: str) -> bool:
         return key in self._expiry
+
+    def only_expiry_differs(self, key: str) -> bool:
+        return key not in self._desired or self._desired[key] == self._live[key]
 
     def reasons(self) -> dict[str, list[str]]:
         """Human reasons for every registered pair that differs, by key."""
@@ -203,6 +215,8 @@ class _Planning:
     state: State
     now: datetime
     prune: bool
+    updates: Updates
+    forced: frozenset[str]
     present: list[ApiToken]
     by_uid: dict[str, ApiToken]
     # Live tokens not owned, by name; steps take out the ones they decide about.
@@ -218,6 +232,7 @@ class _Planning:
     displaced: set[str] = field(default_factory=set)
     comparison: _Comparison = field(default_factory=lambda: _Comparison())
     compared: dict[str, tuple[str, TokenSpec, ApiToken]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def build_plan(
@@ -227,6 +242,8 @@ def build_plan(
     *,
     now: datetime,
     prune: bool = False,
+    updates: Updates = "in-place",
+    replace: frozenset[str] = frozenset(),
 ) -> Plan:
     """Decide what to do, following DESIGN.md's ownership table. Pure: no I/O, no clock.
 
@@ -235,18 +252,30 @@ def build_plan(
     rotation are judged against. Never deletes or replaces a token it does not own, except
     an orphan of an interrupted create (state.pending) and, with ``prune``, any unowned
     token not declared (or duplicating a declared name that is owned).
+
+    ``updates="replace"`` makes every in-place update a replacement (an API without the
+    update route); ``replace`` names owned tokens to replace now (``--replace``), their
+    previous generations retired at once. PlanError when one of them is not owned.
     """
+    _check_forced(replace, desired, state)
     planning = _index(desired, live, state, as_utc(now), prune)
+    planning.updates, planning.forced = updates, replace
     # Orphans of interrupted creates go first: they are never adopted, and once they are
     # set aside the name is planned as if they did not exist.
     _plan_orphans(planning)
-    _plan_retired(planning)
+    previous, notes = plan_previous(state, desired, planning.by_uid, planning.now, replace)
+    planning.actions.extend(previous)
+    planning.notes.extend(notes)
     _plan_owned(planning)
     _plan_declared(planning)
     _plan_compared(planning)
     _plan_leftovers(planning)
+    acted = {a.name for a in planning.actions if a.kind in ("replace", "delete", "forget")}
+    planning.notes.extend(expiry_notes(state, desired, planning.by_uid, planning.now, acted))
+    actions = assign_live_names(planning.actions, planning.present, desired.keys())
     return Plan(
-        actions=tuple(planning.actions),
+        notes=tuple(planning.notes),
+        actions=tuple(actions),
         conflicts=tuple(planning.conflicts),
         unchanged=planning.unchanged,
         unmanaged=planning.unmanaged,
@@ -260,6 +289,15 @@ def build_plan(
     )
 
 
+def _check_forced(forced: frozenset[str], desired: Mapping[str, TokenSpec], state: State) -> None:
+    unknown = sorted(n for n in forced if n not in desired or n not in state.tokens)
+    if unknown:
+        raise PlanError(
+            f"--replace {', '.join(unknown)}: not a token reconciler owns and the manifests "
+            "declare; --replace takes the name of a managed token (see `reconciler state list`)"
+        )
+
+
 def _index(
     desired: Mapping[str, TokenSpec],
     live: Sequence[ApiToken],
@@ -268,7 +306,7 @@ def _index(
     prune: bool,
 ) -> _Planning:
     present = [t for t in live if t.deleted_at is None]
-    owned_uids = {owned.uid for owned in state.tokens.values()} | set(state.retired)
+    owned_uids = state.owned_uids()
     unowned: dict[str, list[ApiToken]] = defaultdict(list)
     for token in present:
         if token.uid not in owned_uids:
@@ -278,6 +316,8 @@ def _index(
         state=state,
         now=now,
         prune=prune,
+        updates="in-place",
+        forced=frozenset(),
         present=present,
         by_uid={t.uid: t for t in present},
         unowned=unowned,
@@ -287,7 +327,8 @@ def _index(
 def _plan_orphans(p: _Planning) -> None:
     """Delete what an interrupted create left: same name, made around its start."""
     for name, pending in p.state.pending.items():
-        candidates = p.unowned.get(name)
+        live_name = pending.live_name
+        candidates = p.unowned.get(live_name)
         if not candidates:
             continue
         cutoff = pending.started_at - ORPHAN_CLOCK_SKEW
@@ -299,26 +340,10 @@ def _plan_orphans(p: _Planning) -> None:
             continue
         p.orphaned_names.add(name)
         orphan_uids = {t.uid for t in orphans}
-        p.unowned[name] = [t for t in candidates if t.uid not in orphan_uids]
+        p.unowned[live_name] = [t for t in candidates if t.uid not in orphan_uids]
         for token in orphans:
-            p.actions.append(_delete(token, REASON_ORPHAN, routine=True))
-
-
-def _plan_retired(p: _Planning) -> None:
-    """The old half of a replacement that was interrupted before its delete: finish it."""
-    for uid, retired in p.state.retired.items():
-        current = p.by_uid.get(uid)
-        p.actions.append(
-            Action(
-                kind="delete" if current is not None else "forget",
-                name=retired.name,
-                uid=uid,
-                spec=None,
-                reasons=(REASON_RETIRED,),
-                before=_live_view(current) if current is not None else _recorded_view(retired),
-                routine=True,
-            )
-        )
+            # Under the manifest name: apply runs it before that name's create.
+            p.actions.append(_delete(token, REASON_ORPHAN, routine=True, name=name))
 
 
 def _plan_owned(p: _Planning) -> None:
@@ -400,22 +425,11 @@ def _plan_compared(p: _Planning) -> None:
         differences = reasons_by_name.get(name, [])
         lifetime = _lifetime_reason(spec, token, p.now)
         if role == "replace":
-            if not differences and lifetime is None:
+            action = _owned_change(p, name, spec, token, differences, lifetime)
+            if action is None:
                 p.unchanged += 1
-                continue
-            p.actions.append(
-                Action(
-                    kind="replace",
-                    name=name,
-                    uid=token.uid,
-                    spec=spec,
-                    reasons=(*differences, *([lifetime] if lifetime else [])),
-                    before=_live_view(token),
-                    after=_spec_view(spec),
-                    routine=not differences,
-                    expiry_changed=lifetime is not None or p.comparison.expiry_differs(name),
-                )
-            )
+            else:
+                p.actions.append(action)
         elif differences:
             p.conflicts.append(
                 Conflict(
@@ -428,6 +442,91 @@ def _plan_compared(p: _Planning) -> None:
             )
         else:
             p.actions.append(_adopt(name, spec, token, lifetime, displaced=name in p.displaced))
+
+
+def _owned_change(
+    p: _Planning,
+    name: str,
+    spec: TokenSpec,
+    token: ApiToken,
+    differences: list[str],
+    lifetime: str | None,
+) -> Action | None:
+    """The action an owned, live token needs: None, an in-place update, or a replacement
+    (a new generation), with the reasons that say why."""
+    owned = p.state.tokens[name]
+    reasons = [*differences, *([lifetime] if lifetime else [])]
+    routine = not differences
+    if name in p.forced:
+        reasons, routine = [REASON_FORCED, *reasons], True
+    elif not owned.proven:
+        reasons, routine = [REASON_UNPROVEN, *reasons], True
+    elif not reasons:
+        return None
+    elif lifetime is None and p.updates == "in-place":
+        blocker = _update_blocker(p, name, spec)
+        if blocker is None:
+            return _change(
+                "update", name, spec, token, reasons, expiry=p.comparison.expiry_differs(name)
+            )
+        reasons = [*reasons, blocker]
+    return dataclasses.replace(
+        _change(
+            "replace",
+            name,
+            spec,
+            token,
+            reasons,
+            expiry=lifetime is not None or p.comparison.expiry_differs(name),
+        ),
+        routine=routine,
+        retire_now=name in p.forced or not owned.proven,
+    )
+
+
+def _update_blocker(p: _Planning, name: str, spec: TokenSpec) -> str | None:
+    """Why the update route cannot make the token match (so it is replaced), or None.
+
+    An update must never leave a token invalid or due: only a fixed expiry in the future,
+    outside rotate_before, can be sent; PATCH cannot clear an expiry, and a duration policy
+    is measured from creation, which an update does not change."""
+    if not p.comparison.expiry_differs(name):
+        return None
+    expires = spec.expires
+    if expires.kind == "never":
+        return "the update route cannot clear an expiry, so a new token replaces it"
+    if expires.kind == "duration":
+        return "a duration counts from creation, so a new token replaces it"
+    assert expires.at is not None
+    if expires.at <= p.now:
+        return "the new expiry is in the past, so an update would leave the token invalid"
+    if spec.rotate_before is not None and expires.at - p.now < spec.rotate_before:
+        return "the new expiry is inside rotate_before, so a new token replaces it"
+    return None
+
+
+def _change(
+    kind: Literal["update", "replace"],
+    name: str,
+    spec: TokenSpec,
+    token: ApiToken,
+    reasons: list[str],
+    *,
+    expiry: bool,
+) -> Action:
+    after = _spec_view(spec)
+    if kind == "update":
+        after = dataclasses.replace(after, live_name=token.name)
+    return Action(
+        kind=kind,
+        name=name,
+        uid=token.uid,
+        spec=spec,
+        reasons=tuple(reasons),
+        before=_live_view(token),
+        after=after,
+        expiry_changed=expiry,
+    )
 
 
 def _adopt(
@@ -471,10 +570,12 @@ def _create(spec: TokenSpec, reason: str) -> Action:
     )
 
 
-def _delete(token: ApiToken, reason: str, *, routine: bool = False) -> Action:
+def _delete(
+    token: ApiToken, reason: str, *, routine: bool = False, name: str | None = None
+) -> Action:
     return Action(
         kind="delete",
-        name=token.name,
+        name=name or token.name,
         uid=token.uid,
         spec=None,
         reasons=(reason,),

@@ -21,6 +21,8 @@ COLORS: dict[ActionKind, str | None] = {
     "create": "green",
     "delete": "red",
     "replace": "yellow",
+    "update": "yellow",
+    "retire": "red",
     "adopt": "cyan",
     "forget": None,
 }
@@ -28,7 +30,9 @@ COLORS: dict[ActionKind, str | None] = {
 LEGEND: dict[ActionKind, str] = {
     "create": "create",
     "delete": "delete",
-    "replace": "replace (create the new token, then delete the old one)",
+    "replace": "replace (a new generation: create the new token, then retire the old one)",
+    "update": "update in place (same token, same value)",
+    "retire": "retire (delete a previous generation)",
     "adopt": "adopt (record in state; no API call)",
     "forget": "forget (drop from state; the token is already gone)",
 }
@@ -64,8 +68,9 @@ def summary_line(plan: Plan) -> str:
         return text
     counts = plan.summary()
     parts = [f"{counts[kind]} to {kind}" for kind in _SUMMARY_KINDS]
-    if counts["forget"]:
-        parts.append(f"{counts['forget']} to forget")
+    for kind in ("update", "retire", "forget"):
+        if counts[kind]:
+            parts.insert(2 if kind == "update" else len(parts), f"{counts[kind]} to {kind}")
     return f"Plan: {', '.join(parts)}. {plan.unchanged} unchanged, {plan.unmanaged} unmanaged."
 
 
@@ -117,17 +122,17 @@ def render_text(plan: Plan, *, color: bool) -> str:
         lines.append("")
         lines.append("Reconciler will perform the following actions:")
         lines.append("")
-        name_width = max(len(plain(a.name)) for a in plan.actions)
+        name_width = max(len(_names(a)) for a in plan.actions)
         uid_width = max(len(plain(a.uid or "")) for a in plan.actions)
         for action in plan.actions:
             head = style(
                 f"{SYMBOLS[action.kind]:<3} {action.kind:<7}", fg=COLORS[action.kind], bold=True
             )
-            name = plain(action.name).ljust(name_width)
+            name = _names(action).ljust(name_width)
             uid = plain(action.uid or "").ljust(uid_width)
             reasons = "; ".join(plain(r) for r in action.reasons)
             lines.append(f"  {head}  {style(name, bold=True)}  {uid}  {reasons}".rstrip())
-            if action.kind == "replace":
+            if action.kind in ("replace", "update"):
                 changes = _changes(action)
                 width = max((len(attr) for attr, _, _ in changes), default=0)
                 for attr, old, new in changes:
@@ -153,8 +158,25 @@ def render_text(plan: Plan, *, color: bool) -> str:
             lines.append(f"      {plain(conflict.reason)}")
             lines.append(f"      fix: {plain(conflict.fix)}")
         lines.append("")
+    if plan.notes:
+        lines.append("Notes:")
+        lines.extend(f"  - {plain(note)}" for note in plan.notes)
+        lines.append("")
     lines.append(style(summary_line(plan), bold=True))
     return "\n".join(lines) + "\n"
+
+
+def _names(action: Action) -> str:
+    """The manifest name, with the live name a new generation gets when it differs
+    ('ci-deployer → ci-deployer-2'), or the live name acted on ('ci-deployer (ci-deployer-2)')."""
+    name = plain(action.name)
+    before = action.before.live_name if action.before is not None else None
+    after = action.after.live_name if action.after is not None else None
+    if action.creates and after and (after != name or (before and before != name)):
+        return f"{plain(before or name)} → {plain(after)}"
+    if before and before != name:
+        return f"{name} ({plain(before)})"
+    return name
 
 
 # "_" is common in names and scopes: a backslash escape reads better in raw text than an entity.
@@ -255,7 +277,7 @@ def _markdown(plan: Plan, *, budget: int | None) -> str:
         [
             f"`{SYMBOLS[a.kind]}`",
             f"**{a.kind}**" if a.destructive else a.kind,
-            md_code(a.name),
+            md_code(_names(a)),
             md_code(a.uid or ""),
             _md_reasons(a),
         ]
@@ -290,6 +312,8 @@ def _markdown(plan: Plan, *, budget: int | None) -> str:
         "",
         "</details>",
     ]
+    if plan.notes:
+        lines += ["", "#### Notes", "", *(f"- {md(note)}" for note in plan.notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -311,17 +335,20 @@ def render_json(plan: Plan) -> str:
           "created_at": "2026-01-01T00:00:00Z",     # when the plan was made
           "state": {"lineage": "...", "serial": 7},  # the state it was made from
           "live_digest": "sha256 hex",               # fingerprint of the live tokens
-          "summary": {"create": 0, "replace": 0, "delete": 0, "adopt": 0, "forget": 0,
+          "summary": {"create": 0, "replace": 0, "update": 0, "delete": 0,
+                      "retire": 0, "adopt": 0, "forget": 0,
                       "unchanged": 0, "unmanaged": 0, "conflicts": 0},
           "owned_count": 0, "desired_count": 0, "threshold_base": 0,
           "actions": [{"kind", "name", "uid", "spec", "reasons", "before", "after",
                        "routine", "destructive"}, ...],   # sorted by name, then kind
-          "conflicts": [{"name", "uid", "reason", "fix"}, ...]
+          "conflicts": [{"name", "uid", "reason", "fix"}, ...],
+          "notes": ["...", ...]        # kept previous generations, expiries; not changes
         }
 
-    ``spec`` is TokenSpec.to_dict(); ``before`` (live: description, scopes, expired_at,
-    created_at) is null for create; ``after`` (desired: description, scopes, expires,
-    rotate_before) is null for delete and forget. No secret is ever part of a plan.
+    ``spec`` is TokenSpec.to_dict(); ``before`` (live: live_name, description, scopes,
+    expired_at, created_at) is null for create; ``after`` (desired: live_name, description,
+    scopes, expires, rotate_before) is null for delete, retire and forget; ``live_name`` in
+    ``after`` is the name a create or replace gives the new token. No secret is ever part of a plan.
     """
     return json.dumps(plan.to_dict(), indent=2) + "\n"
 

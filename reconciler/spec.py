@@ -24,8 +24,16 @@ NAME_RULE = (
     "ending with a letter or digit, at most 63 characters"
 )
 
-DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
-_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+# One or more whole numbers with a unit each, largest first: 90d, 12h, 1h30m, 2w3d, 45s.
+DURATION_PATTERN = re.compile(r"^\s*((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?\s*$")
+_UNITS = {
+    "w": timedelta(weeks=1),
+    "d": timedelta(days=1),
+    "h": timedelta(hours=1),
+    "m": timedelta(minutes=1),
+    "s": timedelta(seconds=1),
+}
+_DURATION_FORMS = "such as 12h, 90d, 2w, 30m or 1h30m (units s, m, h, d, w)"
 # Longer than any token policy needs, short enough that now + duration is a valid datetime.
 MAX_DURATION = timedelta(days=36500)
 
@@ -48,29 +56,42 @@ class Duration(timedelta):
     spelling: str
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse '12h', '90d' or '2w'. Raises ValueError with the accepted forms."""
+def is_duration(text: str) -> bool:
+    """Whether ``text`` is spelt as a duration (with at least one unit)."""
     match = DURATION_PATTERN.match(text)
-    digits = match.group(1).lstrip("0") if match is not None else ""
-    if match is None or not digits:
+    return match is not None and any(match.group(i) for i in (2, 4, 6, 8, 10))
+
+
+def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
+    """Parse '12h', '90d', '2w', '30m' or '1h30m'. Raises ValueError with the accepted
+    forms. Zero ('0s') only with ``allow_zero`` (an overlap may be none)."""
+    match = DURATION_PATTERN.match(text)
+    if match is None or not is_duration(text):
         raise ValueError(
-            f"{clip(text)} is not a duration: use a positive whole number of hours, days or "
-            "weeks, such as 12h, 90d or 2w"
+            f"{clip(text)} is not a duration: use a whole number and unit, {_DURATION_FORMS}"
         )
-    unit = _UNITS[match.group(2)]
+    parts = [(match.group(i), unit) for i, unit in zip((2, 4, 6, 8, 10), "wdhms", strict=True)]
     # Length first: int() of thousands of digits is slow, and refused past 4300.
-    if len(digits) > 9 or int(digits) * unit > MAX_DURATION:
+    if any(digits is not None and len(digits) > 9 for digits, _ in parts):
         raise ValueError(
             f"{clip(text)} is too long: a duration is at most 100 years (36500d, 5214w)"
         )
-    delta = int(digits) * unit
+    delta = sum((int(digits) * _UNITS[unit] for digits, unit in parts if digits), timedelta())
+    if delta > MAX_DURATION:
+        raise ValueError(
+            f"{clip(text)} is too long: a duration is at most 100 years (36500d, 5214w)"
+        )
+    if not delta and not allow_zero:
+        raise ValueError(
+            f"{clip(text)} is not a duration: it must be longer than zero, {_DURATION_FORMS}"
+        )
     spelt = Duration(seconds=delta.total_seconds())
-    spelt.spelling = f"{digits}{match.group(2)}"
+    spelt.spelling = "".join(f"{int(d)}{u}" for d, u in parts if d) if delta else "0s"
     return spelt
 
 
 _WAIT_PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-_WAIT_UNITS = {"s": timedelta(seconds=1), "m": timedelta(minutes=1), **_UNITS}
+_WAIT_UNITS = _UNITS
 
 
 def parse_wait(text: str) -> timedelta:
@@ -88,7 +109,10 @@ def format_duration(delta: timedelta) -> str:
     spelling = getattr(delta, "spelling", None)
     if spelling is not None:
         return str(spelling)
-    hours = int(delta.total_seconds()) // 3600
+    seconds = int(delta.total_seconds())
+    if seconds % 3600:
+        return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+    hours = seconds // 3600
     if hours % (24 * 7) == 0:
         return f"{hours // (24 * 7)}w"
     if hours % 24 == 0:
@@ -152,7 +176,7 @@ class Expiry:
         text = value.strip()
         if text == "never":
             return cls.never()
-        if DURATION_PATTERN.match(text):
+        if is_duration(text):
             return cls("duration", duration=parse_duration(text))
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -210,6 +234,8 @@ class TokenSpec:
     scopes: frozenset[str] = frozenset({"api"})
     expires: Expiry = Expiry("never")
     rotate_before: timedelta | None = None
+    # How long the previous generation stays valid after its successor was delivered.
+    overlap: timedelta = timedelta(0)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready, canonical form (state, saved plans, deepdiff input)."""
@@ -221,6 +247,7 @@ class TokenSpec:
             "rotate_before": (
                 format_duration(self.rotate_before) if self.rotate_before is not None else None
             ),
+            "overlap": format_duration(self.overlap) if self.overlap else "0s",
         }
 
     @classmethod
@@ -233,4 +260,5 @@ class TokenSpec:
             scopes=frozenset(str(s) for s in data["scopes"]),
             expires=Expiry.parse(data.get("expires") or "never"),
             rotate_before=parse_duration(rotate) if rotate else None,
+            overlap=parse_duration(str(data.get("overlap") or "0s"), allow_zero=True),
         )
