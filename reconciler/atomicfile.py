@@ -223,7 +223,8 @@ def remove_stale_temps(target: Path) -> int:
     prefix, suffix = f".{target.name}.", ".tmp"
     removed = 0
     try:
-        entries = list(os.scandir(target.parent))
+        with os.scandir(target.parent) as found:
+            entries = list(found)
     except OSError:
         return 0
     now = time.time()
