@@ -191,6 +191,8 @@ def _unique(items: list[Any], key: Callable[[Any], str], section: str) -> dict[s
     return keyed
 
 
+#: The shape of the current format version (older versions are migrated to it first).
+_MODELS: dict[int, type[_StateV1]] = {1: _StateV1}
 #: format_version N -> a function turning a version-N document into a version-N+1 one.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
@@ -270,7 +272,7 @@ def state_from_document(data: object, *, source: str, restore: str = "") -> Stat
         data = MIGRATIONS[version](data)
         version += 1
     try:
-        return _StateV1.model_validate(data).to_state()
+        return _MODELS[FORMAT_VERSION].model_validate(data).to_state()
     except (PydanticValidationError, ValueError) as exc:
         problem = _problem(exc) if isinstance(exc, PydanticValidationError) else str(exc)
         hint = f" {restore}" if restore else ""
