@@ -197,23 +197,23 @@ def pid_running(pid: int) -> bool:
 
 
 _OWN = re.compile(rf"{MARK}-(\d{{1,10}})-([0-9a-f]{{8}})-[0-9a-f]{{12}}")
+# Older releases: ``<pid>`` (secrets); ``<32 hex>`` (state and backup), nothing (plans).
 _OLD_PID = re.compile(r"\d{1,10}")
-_OLD_RANDOM = re.compile(r"[0-9a-f]{32}")
+_OLD_ANONYMOUS = re.compile(r"[0-9a-f]{32}|")
 
 
 def _is_stale(middle: str, age: float) -> bool:
-    """Whether a temp named ``.<target>.<middle>.tmp`` is a dead writer's leftover."""
+    """Whether a temp named ``.<target>.<middle>.tmp`` is a dead writer's leftover. A write
+    takes milliseconds, so any temp a day old is one (its pid may have been reused)."""
+    if age > FOREIGN_TEMP_AGE:
+        return any(p.fullmatch(middle) for p in (_OWN, _OLD_PID, _OLD_ANONYMOUS))
     own = _OWN.fullmatch(middle)
     if own is not None:
         pid, host = int(own.group(1)), own.group(2)
-        if host != _host_tag():
-            return age > FOREIGN_TEMP_AGE
-        return pid != os.getpid() and not pid_running(pid)
+        return host == _host_tag() and pid != os.getpid() and not pid_running(pid)
     if _OLD_PID.fullmatch(middle):
         pid = int(middle)
         return pid != os.getpid() and not pid_running(pid)
-    if _OLD_RANDOM.fullmatch(middle) or middle == "":
-        return age > FOREIGN_TEMP_AGE
     return False
 
 
@@ -242,7 +242,9 @@ def remove_stale_temps(target: Path) -> int:
             continue
         if not stat.S_ISREG(info.st_mode) or not _is_stale(middle, now - info.st_mtime):
             continue
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(entry.path)
-            removed += 1
+        except OSError:
+            continue  # gone already, or a directory we may not change: not our business
+        removed += 1
     return removed

@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -198,8 +199,14 @@ def test_leftover_temps_of_dead_writers_are_removed_and_others_kept(repo: Repo) 
     ]
     live = repo.root / f".secrets.json.rcn-{os.getpid()}-{host}-{'d' * 12}.tmp"
     foreign = [live, state_dir / ".tokens.state.json.notours.tmp", repo.root / ".other.tmp"]
-    for path in ours + foreign:
+    old_anonymous = state_dir / f".tokens.state.json.{'e' * 32}.tmp"  # an older release's
+    fresh_anonymous = state_dir / f".tokens.state.json.backup.{'f' * 32}.tmp"
+    for path in [*ours, *foreign, old_anonymous, fresh_anonymous]:
         path.write_text('{"x": "value-of-a-killed-run"}')
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old_anonymous, (two_days_ago, two_days_ago))
+    ours.append(old_anonymous)
+    foreign.append(fresh_anonymous)  # its writer cannot be asked: kept until it is old
     repo.declare("ci-deployer", "reader")
     assert repo.apply().exit_code == 0
     assert [p for p in ours if p.exists()] == []
