@@ -99,7 +99,9 @@ def test_secrets_out_that_is_not_a_file_is_refused_before_any_create(repo: Repo,
     before = os.lstat(sink)
     repo.declare("ci-deployer")
     result = repo.apply(secrets=sink, timeout=30)
-    assert_one_line_error(result, f"--secrets-out {sink}", "not a regular file")
+    assert_one_line_error(
+        result, f"--secrets-out {sink}", "not a regular file", key=repo.api.admin_key
+    )
     assert repo.creates() == 0 and repo.live_names() == []
     after = os.lstat(sink)
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
@@ -130,7 +132,7 @@ def test_secrets_out_symlink_to_a_device_is_refused(repo: Repo) -> None:
     link.symlink_to(device)
     repo.declare("ci-deployer")
     result = repo.apply(secrets=link, timeout=30)
-    assert_one_line_error(result, "character device")
+    assert_one_line_error(result, "character device", key=repo.api.admin_key)
     assert link.is_symlink() and stat.S_ISCHR(device.stat().st_mode)
     assert repo.creates() == 0
 
@@ -336,7 +338,7 @@ def test_hostile_lock_is_one_line_and_untouched(repo: Repo, case: str) -> None:
     repo.declare("reader")
     for args in (("apply", "--auto-approve", "--discard-secrets"), ("force-unlock", "x")):
         result = repo.run(*args, timeout=30)
-        assert_one_line_error(result, str(lock), "lock file is unreadable")
+        assert_one_line_error(result, str(lock), "lock file is unreadable", key=repo.api.admin_key)
     assert lock.read_text() == HOSTILE_LOCKS[case]
     assert repo.creates() == 0
 
