@@ -13,6 +13,7 @@ new model and one function from the previous version's dict to the new one.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -92,13 +93,19 @@ def _scope(value: str) -> str:
     return value
 
 
+# Parsed once per distinct spelling: a state of thousands of tokens repeats a handful of
+# them, and both results are immutable.
+_expiry = functools.lru_cache(maxsize=1024)(Expiry.parse)
+_parse_duration = functools.lru_cache(maxsize=1024)(parse_duration)
+
+
 def _expires(value: str) -> str:
-    Expiry.parse(value)
+    _expiry(value)
     return value
 
 
 def _duration(value: str) -> str:
-    parse_duration(value)
+    _parse_duration(value)
     return value
 
 
@@ -132,8 +139,8 @@ class _SpecV1(BaseModel):
             name=self.name,
             description=self.description,
             scopes=frozenset(self.scopes),
-            expires=Expiry.parse(self.expires),
-            rotate_before=parse_duration(self.rotate_before) if self.rotate_before else None,
+            expires=_expiry(self.expires),
+            rotate_before=_parse_duration(self.rotate_before) if self.rotate_before else None,
         )
 
 
