@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import uvicorn
 
+from reconciler import atomicfile
 from reconciler.server.app import AUTH_HEADER, create_app
 from reconciler.server.faults import FaultInjector, Faults
 from reconciler.server.store import Store, new_admin_key
@@ -28,16 +29,11 @@ def admin_key_path(db_path: str | os.PathLike[str]) -> Path:
 
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        # The umask cannot widen 0600, but a pre-existing file keeps its mode: force it.
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    target = atomicfile.resolve(path)
+    # Older releases wrote the key through a fixed "<name>.tmp", left behind by a crash.
+    atomicfile.discard(target.with_name(target.name + ".tmp"))
+    atomicfile.remove_stale_temps(target)
+    atomicfile.atomic_write(target, text, 0o600)
 
 
 def resolve_admin_key(
