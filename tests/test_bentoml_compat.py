@@ -170,7 +170,7 @@ def test_sdk_create_list_get_delete(local_api: LocalApi) -> None:
 
 def test_sdk_token_value_works_as_bentoml_key(local_api: LocalApi) -> None:
     with local_api.client() as client:
-        secret = client.post(TOKENS, json={"name": "machine"}).json()["token"]
+        secret = client.post(TOKENS, json={"name": "machine", "scopes": ["api"]}).json()["token"]
     result = run_sdk(
         local_api,
         """
