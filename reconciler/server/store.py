@@ -110,6 +110,10 @@ _COUNT_TOKENS = (
 _CREATE_UNIQUE_NAME_INDEX = """CREATE UNIQUE INDEX IF NOT EXISTS tokens_unique_live_name
     ON tokens (user_id, name) WHERE deleted_at IS NULL"""
 
+_UNIQUE_NAME_INDEX_EXISTS = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tokens_unique_live_name'"
+)
+
 _LIVE_DUPLICATE_EXISTS = (
     "SELECT 1 FROM tokens WHERE deleted_at IS NULL GROUP BY user_id, name "
     "HAVING COUNT(*) > 1 LIMIT 1"
@@ -307,11 +311,14 @@ class Store:
         on which the index cannot be built: the check alone then keeps new ones out.
         """
         with self._write() as cur:
-            cur.execute("DROP INDEX IF EXISTS tokens_unique_live_name")
-            if unique:
-                cur.execute(_LIVE_DUPLICATE_EXISTS)
-                if cur.fetchone() is None:
-                    cur.execute(_CREATE_UNIQUE_NAME_INDEX)
+            if not unique:
+                cur.execute("DROP INDEX IF EXISTS tokens_unique_live_name")
+            elif (
+                cur.execute(_UNIQUE_NAME_INDEX_EXISTS).fetchone() is None
+                # Checked first: building the index over duplicates would fail the start.
+                and cur.execute(_LIVE_DUPLICATE_EXISTS).fetchone() is None
+            ):
+                cur.execute(_CREATE_UNIQUE_NAME_INDEX)
         self.unique_names = unique
 
     def close(self) -> None:
