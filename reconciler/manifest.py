@@ -27,6 +27,7 @@ from pydantic import (
 from reconciler.errors import ManifestError, Problem
 from reconciler.spec import (
     DURATION_PATTERN,
+    MAX_DESCRIPTION,
     NAME_PATTERN,
     NAME_RULE,
     SCOPES,
@@ -116,7 +117,9 @@ class TokenEntry(BaseModel):
         pattern=NAME_PATTERN.pattern,
         description=f"Unique name of the token across all manifests: {NAME_RULE}.",
     )
-    description: str = Field(default="", description="Free text shown in BentoCloud.")
+    description: str = Field(
+        default="", max_length=MAX_DESCRIPTION, description="Free text shown in BentoCloud."
+    )
     scopes: list[Scope] = Field(
         min_length=1,
         description=(

@@ -24,6 +24,7 @@ NAME_RULE = (
     "ending with a letter or digit, at most 63 characters"
 )
 
+MAX_DESCRIPTION = 1024  # characters; the local API refuses longer ones, so validate does too
 DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
 _UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 # Longer than any token policy needs, short enough that now + duration is a valid datetime.
