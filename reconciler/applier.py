@@ -156,6 +156,7 @@ class Applier:
             assert action.uid is not None
             uid = action.uid
             self.api.delete(uid, missing_ok=True)
+            self._forget_value(action.name, uid)
             self.journal.update(lambda s: _forget_uid(s, action.name, uid))
             return f"deleted {uid}"
         if action.kind == "adopt":
@@ -169,9 +170,18 @@ class Applier:
         if action.kind == "forget":
             assert action.uid is not None
             uid = action.uid
+            self._forget_value(action.name, uid)
             self.journal.update(lambda s: _forget_uid(s, action.name, uid))
             return f"forgot {uid} (already gone)"
         raise AssertionError(f"unknown action kind {action.kind}")
+
+    def _forget_value(self, name: str, uid: str) -> None:
+        """A deleted token's value no longer works: take it out of the secrets file. Only
+        for the owned token of that name (the one whose value the file holds), never for
+        an orphan or duplicate deleted beside it."""
+        owned = self.journal.state.tokens.get(name)
+        if self.sink is not None and owned is not None and owned.uid == uid:
+            self.sink.forget(name)
 
     def _create(self, spec: TokenSpec) -> ApiToken:
         """Create the token and hand its value to the sink, recording the intent first so a

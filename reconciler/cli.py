@@ -357,6 +357,16 @@ def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
     help="Fault injection: share of creates whose response is lost after the token was committed.",
 )
 @click.option("--seed", type=int, default=None, help="Seed for reproducible fault injection.")
+@click.option(
+    "--allow-duplicate-names",
+    is_flag=True,
+    help="Let a user hold several live tokens with one name (default: unique, as Yatai).",
+)
+@click.option(
+    "--no-update-route",
+    is_flag=True,
+    help="Answer PATCH of a token as a server without that route does (plain-text 404).",
+)
 def serve(
     host: str,
     port: int,
@@ -368,6 +378,8 @@ def serve(
     rate_limit_rate: float,
     lost_create_rate: float,
     seed: int | None,
+    allow_duplicate_names: bool,
+    no_update_route: bool,
 ) -> None:
     """Run the local BentoCloud-compatible token API (SQLite-backed)."""
     from reconciler.server.embedded import run_server
@@ -391,6 +403,8 @@ def serve(
             api_key=api_key,
             faults=faults,
             max_page_size=page_size,
+            allow_duplicate_names=allow_duplicate_names,
+            update_route=not no_update_route,
         )
 
 

@@ -15,9 +15,12 @@ from reconciler.errors import (
     AmbiguousCreateError,
     ConnectError,
     InvalidResponseError,
+    NameTakenError,
     NotFoundError,
+    RequestRejectedError,
     ServerError,
     TransportError,
+    UpdateRouteMissing,
 )
 from reconciler.http import RestClient
 from reconciler.token import ApiToken
@@ -196,6 +199,11 @@ class ApiTokenAPI:
             raise AmbiguousCreateError(
                 f"{exc}; the token may have been created", name=name, status=exc.status
             ) from None
+        except RequestRejectedError as exc:
+            taken = _name_taken(exc, name, self.client.endpoint)
+            if taken is None:
+                raise
+            raise taken from None
         token = ApiToken.from_schema(self.client.json(response, what))
         if not token.token:
             raise InvalidResponseError(
@@ -214,6 +222,61 @@ class ApiTokenAPI:
             return None
         return ApiToken.from_schema(self.client.json(response, what))
 
+    def update(
+        self,
+        token_uid: str,
+        description: str | None = None,
+        scopes: builtins.list[str] | None = None,
+        expired_at: datetime | None = None,
+    ) -> ApiToken | None:
+        """Change a token in place (WIRE.md section 9); None leaves a field as it is, the
+        value never changes. Returns the updated token, or None when it does not exist
+        (as ``get``). UpdateRouteMissing when the API has no update route.
+
+        PATCH is idempotent (the same body twice gives the same token), so it is retried
+        like GET and DELETE.
+        """
+        what = f"update token {token_uid!r}"
+        body: dict[str, Any] = {}
+        if description is not None:
+            body["description"] = description
+        if scopes is not None:
+            body["scopes"] = scopes
+        if expired_at is not None:
+            body["expired_at"] = rfc3339(expired_at)
+        path = f"{TOKENS_PATH}/{_segment(token_uid)}"
+        try:
+            response = self.client.request(
+                "PATCH", path, json_body=body, idempotent=True, what=what
+            )
+        except NotFoundError as exc:
+            self._check_update_route(token_uid, exc)
+            return None
+        except RequestRejectedError as exc:
+            if exc.status != 405:
+                raise
+            raise self._no_update_route(what) from None
+        return ApiToken.from_schema(self.client.json(response, what))
+
+    def _check_update_route(self, token_uid: str, exc: NotFoundError) -> None:
+        """After a PATCH answered not found: returns when the token is gone, raises
+        UpdateRouteMissing when it is there.
+
+        The transport's errors do not keep the body that would tell a router's 404 from
+        Yatai's "record not found", so a GET of the token decides: it exists, hence the
+        404 was the route's. A 400 "record not found" is Yatai's own answer.
+        """
+        if exc.status != 404 or self.get(token_uid) is None:
+            return
+        raise self._no_update_route(f"update token {token_uid!r}") from None
+
+    def _no_update_route(self, what: str) -> UpdateRouteMissing:
+        return UpdateRouteMissing(
+            f"{what}: {self.client.endpoint} has no route to update a token in place "
+            "(PATCH /api/v1/api_tokens/{uid}); change it by replacing the token",
+            status=404,
+        )
+
     def delete(self, token_uid: str, *, missing_ok: bool = False) -> None:
         """Delete a token; NotFoundError when it does not exist, unless ``missing_ok``
         (the reconciler's case: a retried delete whose first answer was lost finds the
@@ -226,6 +289,26 @@ class ApiTokenAPI:
         except NotFoundError:
             if not missing_ok:
                 raise
+
+
+def rfc3339(moment: datetime) -> str:
+    """The update route's datetime form (a Go ``time.Time``): RFC 3339 in UTC."""
+    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def _name_taken(exc: RequestRejectedError, name: str, endpoint: str) -> NameTakenError | None:
+    """The create's refusal as NameTakenError when it says a unique name is taken (Yatai:
+    400, "duplicate key value violates unique constraint ...")."""
+    text = str(exc).lower()
+    if exc.status not in (400, 409) or not ("duplicate key" in text or "unique constraint" in text):
+        return None
+    return NameTakenError(
+        f"create token {name!r}: {endpoint} already has a live token named {name!r} "
+        "(names are unique among a user's live tokens)",
+        name=name,
+        status=exc.status,
+    )
 
 
 def _segment(uid: str) -> str:

@@ -19,6 +19,8 @@
         ├── ServerError             5xx after every retry (with the trace id)
         ├── InvalidResponseError    the server answered something we cannot read
         ├── RequestRejectedError    other 4xx (bad input the server refused)
+        │   └── NameTakenError      a create refused: a live token holds the name
+        ├── UpdateRouteMissing      the API cannot update a token in place
         └── AmbiguousCreateError    a create whose outcome is unknown
 
 Messages never contain a secret: the API key and token values are only ever held by the
@@ -225,6 +227,20 @@ class InvalidResponseError(ApiError):
 
 class RequestRejectedError(ApiError):
     """The API refused the request as invalid (a 4xx other than 401/403/404/429)."""
+
+
+class NameTakenError(RequestRejectedError):
+    """A create was refused because a live token of the caller already has the name
+    (Yatai's unique index on organisation, user and name)."""
+
+    def __init__(self, message: str, *, name: str, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.name = name
+
+
+class UpdateRouteMissing(ApiError):
+    """The API has no route to update a token in place (PATCH answered as an unknown
+    route): such changes must be made by replacing the token."""
 
 
 class AmbiguousCreateError(ApiError):

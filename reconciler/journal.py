@@ -37,6 +37,3 @@ class Journal:
         written = self._backend.write(dataclasses.replace(snapshot, serial=self._serial))
         self._serial = written.serial
         self.writes += 1
-
-    def final_state(self) -> State:
-        return dataclasses.replace(self._state, serial=self._serial)

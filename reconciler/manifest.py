@@ -26,6 +26,7 @@ from pydantic import (
 
 from reconciler.errors import ManifestError, Problem
 from reconciler.spec import (
+    MAX_DESCRIPTION,
     NAME_PATTERN,
     NAME_RULE,
     SCOPES,
@@ -137,7 +138,9 @@ class TokenEntry(BaseModel):
             f"most {MAX_MANIFEST_NAME}, leaving room for the -N suffix of a later generation."
         ),
     )
-    description: str = Field(default="", description="Free text shown in BentoCloud.")
+    description: str = Field(
+        default="", max_length=MAX_DESCRIPTION, description="Free text shown in BentoCloud."
+    )
     scopes: list[Scope] = Field(
         min_length=1,
         description=(

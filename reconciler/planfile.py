@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler import __version__
+from reconciler import __version__, atomicfile
 from reconciler.errors import PlanError
 from reconciler.plan import Plan
 from reconciler.render import plain
 from reconciler.spec import format_time
 from reconciler.state import State
+from reconciler.statecodec import load_json
 from reconciler.token import ApiToken
 
 PLANFILE_VERSION = 1
@@ -101,23 +101,29 @@ def _live_changes(saved: SavedPlan, live: Sequence[ApiToken]) -> list[str]:
 
 
 def write_plan_file(path: Path, saved: SavedPlan) -> None:
+    """Save the plan (mode 0600) so that ``path`` is at every instant the old file or the
+    complete new plan, even if the run is killed while writing."""
     # Key order as to_dict gives it (kind first: is_plan_file looks at the file's head).
     data = json.dumps(saved.to_dict(), indent=2) + "\n"
-    temp = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(data)
-        os.replace(temp, path)
+        target = atomicfile.resolve(path)
+        atomicfile.remove_stale_temps(target)
+        atomicfile.atomic_write(target, data)
     except OSError as exc:
         raise PlanError(f"{path}: cannot write the plan ({exc.strerror})") from None
 
 
 def _load(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PlanError(f"{path}: not a readable plan file ({type(exc).__name__})") from None
+        raw = atomicfile.read_regular(path)
+    except OSError as exc:
+        raise PlanError(f"{path}: not a readable plan file ({exc.strerror})") from None
+    if raw is None:
+        raise PlanError(f"{path}: no such plan file")
+    try:
+        return load_json(raw)
+    except ValueError as exc:
+        raise PlanError(f"{path}: not a readable plan file ({exc})") from None
 
 
 def is_plan_file(path: Path) -> bool:

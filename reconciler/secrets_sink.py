@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Literal
 
+from reconciler import atomicfile
 from reconciler.errors import SecretsError
 from reconciler.groupcommit import GroupCommit
+from reconciler.statecodec import load_json
 
 SecretsFormat = Literal["json", "dotenv"]
 _DOTENV_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
@@ -20,42 +21,67 @@ def dotenv_key(name: str) -> str:
     return name.upper().replace("-", "_")
 
 
+def check_target(path: str | Path) -> Path:
+    """The file a secrets sink at ``path`` writes: ``path`` itself, or the file its
+    symlink points at (followed knowingly, as Terraform does, so the link stays). Refuses,
+    without opening it, anything but a regular file or a path that does not exist yet: a
+    FIFO would block the run, a device would be read forever or replaced by a file.
+
+    Cheap and free of side effects, so a caller can check before any API call."""
+    try:
+        return atomicfile.resolve(Path(path))
+    except atomicfile.NotAFileError as exc:
+        raise SecretsError(
+            f"--secrets-out {path}: cannot write secrets there: {exc.strerror}; give a "
+            "regular file or a path that does not exist yet (or --discard-secrets)"
+        ) from None
+    except OSError as exc:
+        raise SecretsError(f"--secrets-out {path}: cannot use it ({exc.strerror})") from None
+
+
 class SecretsSink:
     """Collects each new token value and rewrites the file atomically (temp, fsync, rename)
     before ``add`` returns, so a value is on disk before reconciler records the token as
-    delivered. Values already in the file from earlier runs are kept unless replaced."""
+    delivered. Values already in the file from earlier runs are kept unless replaced, or
+    removed by ``forget`` when their token is deleted: the file holds only values that
+    may still work."""
 
     def __init__(self, path: Path, fmt: SecretsFormat) -> None:
         self.path = path
+        self.target = check_target(path)
         self.format = fmt
         self._values: dict[str, str] = {}
         self._json_lines: dict[str, tuple[str, str]] = {}  # key -> (value, its JSON line)
         self._commit = GroupCommit(self._render, self._write_text)
         self.delivered = 0
+        self.forgotten = 0
 
     @classmethod
     def open(cls, path: str | Path, fmt: SecretsFormat) -> SecretsSink:
         """Open (creating, mode 0600) before the first create, so a sink that cannot be
         written fails the run before any token exists."""
         sink = cls(Path(path), fmt)
-        sink._remove_stale_temps()
+        atomicfile.remove_stale_temps(sink.target)
         sink._load_existing()
         sink._write_text(sink._render())
         return sink
 
-    def _load_existing(self) -> None:
+    def _read(self) -> str | None:
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return
+            raw = atomicfile.read_regular(self.target)
+            return raw.decode("utf-8") if raw is not None else None
         except (OSError, UnicodeDecodeError) as exc:
-            raise SecretsError(f"{self.path}: cannot read the secrets file ({exc})") from None
-        if not text.strip():
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise SecretsError(f"{self.path}: cannot read the secrets file ({reason})") from None
+
+    def _load_existing(self) -> None:
+        text = self._read()
+        if text is None or not text.strip():
             return
         if self.format == "json":
             try:
-                data = json.loads(text)
-            except json.JSONDecodeError:
+                data = load_json(text.encode("utf-8"))
+            except ValueError:
                 data = None
             if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
                 raise SecretsError(
@@ -75,29 +101,30 @@ class SecretsSink:
                 )
             self._values[match.group(1)] = match.group(2)
 
-    def _remove_stale_temps(self) -> None:
-        """A run killed mid-write leaves its temp file, which holds values: remove those of
-        processes that no longer run, so secrets do not pile up beside the sink."""
-        for temp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            pid_text = temp.name[len(self.path.name) + 2 : -len(".tmp")]
-            if not pid_text.isdigit() or int(pid_text) == os.getpid():
-                continue
-            try:
-                os.kill(int(pid_text), 0)
-            except ProcessLookupError:
-                temp.unlink(missing_ok=True)
-            except PermissionError:
-                pass  # another user's live process
+    def _key(self, name: str) -> str:
+        return dotenv_key(name) if self.format == "dotenv" else name
 
     def add(self, name: str, value: str) -> None:
         """Record a new value durably."""
-        key = dotenv_key(name) if self.format == "dotenv" else name
+        key = self._key(name)
 
         def record() -> None:
             self._values[key] = value
             self.delivered += 1
 
         self._commit.change(record)
+
+    def forget(self, name: str) -> None:
+        """Remove the value of token ``name`` (deleted: it no longer works), durably."""
+        key = self._key(name)
+        if key not in self._values:
+            return
+
+        def remove() -> None:
+            if self._values.pop(key, None) is not None:
+                self.forgotten += 1
+
+        self._commit.change(remove)
 
     def _render(self) -> str:
         if self.format == "json":
@@ -118,20 +145,10 @@ class SecretsSink:
         return cached[1]
 
     def _write_text(self, text: str) -> None:
-        directory = self.path.parent
-        temp = directory / f".{self.path.name}.{os.getpid()}.tmp"
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, text.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, self.path)
-            os.chmod(self.path, 0o600)
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            atomicfile.atomic_write(self.target, text, 0o600)
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             raise SecretsError(
                 f"{self.path}: cannot write the secrets file ({exc.strerror})"
             ) from None

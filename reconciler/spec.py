@@ -24,6 +24,7 @@ NAME_RULE = (
     "ending with a letter or digit, at most 63 characters"
 )
 
+MAX_DESCRIPTION = 1024  # characters; the local API refuses longer ones, so validate does too
 # One or more whole numbers with a unit each, largest first: 90d, 12h, 1h30m, 2w3d, 45s.
 DURATION_PATTERN = re.compile(r"^\s*((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?\s*$")
 _UNITS = {

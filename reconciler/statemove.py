@@ -6,21 +6,22 @@ or a newer version of this one, is never overwritten. The callers hold the locks
 
 from __future__ import annotations
 
-import json
-import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
-from reconciler.backends import LocalStateBackend, S3StateBackend, StateBackend
+from reconciler import atomicfile
+from reconciler.backends import StateBackend
 from reconciler.errors import ConfigError, StateError
 from reconciler.state import State
+from reconciler.statecodec import encode_state, load_json, state_from_document
 
 MIGRATED_SUFFIX = ".migrated"
 
 
 def state_json(state: State) -> str:
     """The state document exactly as the backends store it."""
-    return json.dumps(state.to_dict(), indent=2) + "\n"
+    return encode_state(state).decode("utf-8")
 
 
 def pull(backend: StateBackend) -> str:
@@ -36,17 +37,18 @@ def read_state_file(path: str) -> State:
     source = "stdin" if path == "-" else path
     try:
         if path == "-":
-            import sys
-
-            text = sys.stdin.read()
+            raw: bytes | None = sys.stdin.buffer.read()
         else:
-            text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text)
-    except FileNotFoundError:
-        raise StateError(f"{source}: no such state file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raw = atomicfile.read_regular(Path(path))
+    except OSError as exc:
+        raise StateError(f"{source}: not a readable state file ({exc.strerror})") from None
+    if raw is None:
+        raise StateError(f"{source}: no such state file")
+    try:
+        data = load_json(raw)
+    except ValueError as exc:
         raise StateError(f"{source}: not a readable state file ({exc})") from None
-    return State.from_dict(data, source=source)
+    return state_from_document(data, source=source)
 
 
 def _store_as_is(backend: StateBackend, state: State) -> State:
@@ -120,27 +122,9 @@ def migrate(source: StateBackend, destination: StateBackend, *, keep_source: boo
     if keep_source:
         lines.append(f"{src} was kept as it was; do not use it any more.")
     else:
-        lines.append(f"{src} was moved to {_retire(source)}.")
+        lines.append(f"{src} was moved to {source.retire(MIGRATED_SUFFIX)}.")
     lines.append(
         f"Point later runs at the new location: --state {dst}, RECONCILER_STATE, or the "
         "state: section of reconciler.yaml."
     )
     return "\n".join(lines)
-
-
-def _retire(backend: StateBackend) -> str:
-    """Move the just-migrated state aside so that nobody keeps using it by mistake."""
-    if isinstance(backend, S3StateBackend):
-        return backend.retire(MIGRATED_SUFFIX)
-    if isinstance(backend, LocalStateBackend):
-        backend.check_may_write()
-        target = backend.path.with_name(backend.path.name + MIGRATED_SUFFIX)
-        try:
-            os.replace(backend.path, target)
-        except OSError as exc:
-            raise StateError(
-                f"{backend.path}: copied, but cannot move it aside ({exc.strerror}); delete it "
-                "by hand"
-            ) from None
-        return str(target)
-    raise StateError(f"{backend.describe()}: copied, but this backend cannot be retired")

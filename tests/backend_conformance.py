@@ -13,13 +13,16 @@ another run (another process or machine).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from reconciler.backends import StateBackend
+from reconciler.backends import LockInfo, StateBackend
 from reconciler.errors import LockError, StateError
 from reconciler.spec import Expiry, TokenSpec
 from reconciler.state import OwnedToken, PendingCreate, State
@@ -222,3 +225,30 @@ class BackendConformance:
             state = backend.write(State.new(ENDPOINT))
             state = backend.write(state)
         assert state.serial == 2
+
+    # -- retiring (state migrate) ----------------------------------------------------------
+
+    def test_retire_moves_the_state_aside(self, backend_factory: BackendFactory) -> None:
+        backend = backend_factory()
+        state = backend.write(sample_state())
+        where = backend.retire(".migrated")
+        assert where.endswith(".migrated")
+        assert backend_factory().read() is None
+        again = backend_factory()
+        assert again.read() is None
+        assert again.write(State.new(ENDPOINT)).serial == 1  # the name is free again
+        assert state.serial == 1
+
+    def test_lock_holder_of_a_dead_process_is_named(self, backend_factory: BackendFactory) -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dead = replace(LockInfo.new("apply", "x"), pid=int(done.stdout))
+        backend = backend_factory()
+        assert backend.try_lock(dead) is None
+        with pytest.raises(LockError, match=f"pid {dead.pid} no longer runs on this host"):
+            backend_factory().acquire("apply", timeout=0)
+        assert backend.remove_lock(dead.id)

@@ -96,7 +96,8 @@ LocalApiFactory = Callable[..., LocalApi]
 @pytest.fixture
 def local_api_factory(tmp_path: Path) -> Iterator[LocalApiFactory]:
     """Start local APIs with custom options (``max_page_size``, ``faults``, ``api_key``,
-    ``db_path``); every one is stopped at teardown."""
+    ``db_path``, ``allow_duplicate_names``, ``update_route``); every one is stopped at
+    teardown. Names are unique among live tokens by default, as on Yatai."""
     started: list[LocalServer] = []
 
     def start(
@@ -105,9 +106,18 @@ def local_api_factory(tmp_path: Path) -> Iterator[LocalApiFactory]:
         api_key: str | None = None,
         faults: Faults | None = None,
         max_page_size: int = 1000,
+        allow_duplicate_names: bool = False,
+        update_route: bool = True,
     ) -> LocalApi:
         path = db_path or tmp_path / f"local-api-{len(started)}.db"
-        server = LocalServer(path, api_key=api_key, faults=faults, max_page_size=max_page_size)
+        server = LocalServer(
+            path,
+            api_key=api_key,
+            faults=faults,
+            max_page_size=max_page_size,
+            allow_duplicate_names=allow_duplicate_names,
+            update_route=update_route,
+        )
         started.append(server)
         server.start()
         return LocalApi(server)

@@ -170,7 +170,7 @@ def test_sdk_create_list_get_delete(local_api: LocalApi) -> None:
 
 def test_sdk_token_value_works_as_bentoml_key(local_api: LocalApi) -> None:
     with local_api.client() as client:
-        secret = client.post(TOKENS, json={"name": "machine"}).json()["token"]
+        secret = client.post(TOKENS, json={"name": "machine", "scopes": ["api"]}).json()["token"]
     result = run_sdk(
         local_api,
         """
@@ -200,6 +200,46 @@ def test_sdk_errors(local_api: LocalApi) -> None:
 
     invalid = run_sdk(local_api, 'out["create"] = error_of(lambda: api.create("Not_Valid"))')
     assert "400" in invalid["create"] and "DNS-1035" in invalid["create"]
+
+
+def test_sdk_duplicate_create_gets_yatais_400(local_api: LocalApi) -> None:
+    result = run_sdk(
+        local_api,
+        """
+        api.create("taken")
+        out["create"] = error_of(lambda: api.create("taken"))
+        out["names"] = [t.name for t in api.list()]
+        """,
+    )
+    assert "400" in result["create"]
+    assert "duplicate key value violates unique constraint" in result["create"]
+    assert result["names"] == ["taken"]
+
+
+def test_cli_duplicate_create_fails(local_api: LocalApi, tmp_path: Path) -> None:
+    assert run_cli(local_api, tmp_path, "create", "cli-taken").returncode == 0
+    again = run_cli(local_api, tmp_path, "create", "cli-taken")
+    assert again.returncode == 1
+    assert "duplicate key" in again.stdout + again.stderr
+    with local_api.client() as client:
+        assert client.get(TOKENS).json()["total"] == 1
+
+
+def test_sdk_and_cli_work_with_duplicates_allowed(local_api_factory: Any, tmp_path: Path) -> None:
+    api = local_api_factory(allow_duplicate_names=True)
+    result = run_sdk(
+        api,
+        """
+        first, second = api.create("twin"), api.create("twin")
+        out["uids"] = [first.uid, second.uid]
+        out["names"] = [t.name for t in api.list()]
+        """,
+    )
+    assert len(set(result["uids"])) == 2
+    assert result["names"] == ["twin", "twin"]
+    listing = run_cli(api, tmp_path, "list", "-o", "json")
+    assert listing.returncode == 0, listing.stderr
+    assert [t["name"] for t in json_in(listing.stdout)] == ["twin", "twin"]
 
 
 def test_sdk_list_sees_one_page_of_100(local_api: LocalApi) -> None:

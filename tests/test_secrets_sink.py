@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reconciler.secrets_sink import SecretsSink
+import pytest
+
+from reconciler.errors import SecretsError
+from reconciler.secrets_sink import SecretsSink, check_target
 
 
 def test_json_sink_is_0600_and_keeps_earlier_values(tmp_path: Path) -> None:
@@ -41,3 +44,32 @@ def test_temp_file_of_a_dead_writer_is_removed_on_open(tmp_path: Path) -> None:
     SecretsSink.open(tmp_path / "secrets.json", "json")
     assert not stale.exists()
     assert live.exists()  # its writer still runs
+
+
+def test_forget_removes_a_value_and_keeps_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.env"
+    sink = SecretsSink.open(path, "dotenv")
+    sink.add("ci-deployer", "v1")
+    sink.add("reader", "v2")
+    sink.forget("ci-deployer")
+    sink.forget("never-delivered")  # nothing to remove: no error, no change
+    text = path.read_text()
+    assert "CI_DEPLOYER" not in text and "v1" not in text and "READER=v2\n" in text
+    assert sink.forgotten == 1
+    reopened = SecretsSink.open(path, "dotenv")
+    reopened.forget("reader")
+    assert "v2" not in path.read_text()
+
+
+def test_check_target_refuses_a_fifo_without_opening_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(SecretsError, match="FIFO"):
+        check_target(fifo)  # returns at once: opening a FIFO would block
+    with pytest.raises(SecretsError, match="directory"):
+        check_target(tmp_path)
+    real = tmp_path / "real.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert check_target(link) == real.resolve()
+    assert check_target(tmp_path / "new.json") == (tmp_path / "new.json").resolve()

@@ -8,14 +8,19 @@ lock whose holder died stays until someone runs ``force_unlock`` with its id.
 
 from __future__ import annotations
 
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from reconciler.atomicfile import pid_running
 from reconciler.backends.lockinfo import LockInfo
-from reconciler.errors import LockError
+from reconciler.errors import LockError, StateError
 from reconciler.state import State
+from reconciler.statecodec import decode_state
+
+Version = tuple[str, int]
 
 
 class StateBackend(ABC):
@@ -57,9 +62,52 @@ class StateBackend(ABC):
     def remove_lock(self, lock_id: str) -> bool:
         """Remove the lock only if it has id ``lock_id``; True when removed."""
 
+    def restore_hint(self) -> str:
+        """Where an intact copy of a damaged state may be found, as a sentence."""
+        return ""
+
+    def retire(self, suffix: str) -> str:
+        """Move the state (as last read) aside to its name + ``suffix``, once a migration
+        has copied it elsewhere, so that nobody keeps using it; returns where it went."""
+        raise StateError(f"{self.describe()}: copied, but this backend cannot be retired")
+
     def holder_notes(self, holder: LockInfo) -> list[str]:
-        """Backend-specific hints about a holder, e.g. that its process is gone."""
+        """Hints about a holder: that its process is gone, when it ran on this host."""
+        if holder.host == socket.gethostname() and not pid_running(holder.pid):
+            return [f"pid {holder.pid} no longer runs on this host"]
         return []
+
+    # -- helpers shared by the backends -----------------------------------------------
+
+    def decode(self, raw: bytes) -> State:
+        """Stored bytes as a State; StateError (one line, nothing changed) if malformed."""
+        return decode_state(raw, source=self.describe(), restore=self.restore_hint())
+
+    def check_based_on(self, state: State, stored: Version) -> None:
+        """Refuse to write ``state`` unless it was derived from the ``stored`` version."""
+        lineage, serial = stored
+        if lineage != state.lineage or serial != state.serial:
+            raise StateError(
+                f"{self.describe()}: refusing to write a state based on lineage "
+                f"{state.lineage} serial {state.serial} over stored lineage {lineage} serial "
+                f"{serial}; the state was not changed"
+            )
+
+    def moved_message(self, raw: bytes | None, *, saw_state: bool) -> str:
+        """Why a write was refused: the stored state (now ``raw``) is not the one seen."""
+        if raw is None:
+            now = "it has been deleted"
+        else:
+            try:
+                stored = self.decode(raw)
+                now = f"it is now lineage {stored.lineage} serial {stored.serial}"
+            except StateError:
+                now = "it is now unreadable"
+        seen = "this run read it" if saw_state else "this run saw no state"
+        return (
+            f"{self.describe()}: state changed since {seen} ({now}); another run wrote it. "
+            "Not overwritten: re-run plan/apply against the current state"
+        )
 
     @property
     def held(self) -> LockInfo | None:

@@ -1,4 +1,10 @@
-"""State in a local (or shared network) file: atomic replace, a backup, an O_EXCL lock file."""
+"""State in a local (or shared network) file: atomic replace, a backup, an O_EXCL lock file.
+
+A state path that is a symlink is followed once, when first used, and the file it points
+at is the state: it is replaced there, with its backup and lock beside it, so the link
+keeps working and every run that reaches the file through any link shares one lock. A
+path that is not a regular file (a FIFO, a device, a directory) is refused unopened.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,17 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from reconciler.backends.base import StateBackend
+from reconciler import atomicfile
+from reconciler.atomicfile import NotAFileError
+from reconciler.backends.base import StateBackend, Version
 from reconciler.backends.lockinfo import LockInfo
 from reconciler.errors import LockError, StateError
-from reconciler.state import JsonCache, State
+from reconciler.state import State
+from reconciler.statecodec import StateEncoder
 
 _MODE = 0o600
 # A lock file is created empty and filled by the next write; a reader that lands in between
@@ -27,28 +34,11 @@ def _digest(raw: bytes | None) -> str | None:
     return hashlib.sha256(raw).hexdigest() if raw is not None else None
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        # Some filesystems (and platforms) cannot fsync a directory; the rename still stands.
-        pass
-    finally:
-        os.close(fd)
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _not_a_file(given: Path, exc: NotAFileError) -> StateError:
+    return StateError(
+        f"{given}: cannot keep state there: {exc.strerror}; point --state at a regular file "
+        "(or a path that does not exist yet)"
+    )
 
 
 class LocalStateBackend(StateBackend):
@@ -56,39 +46,50 @@ class LocalStateBackend(StateBackend):
 
     def __init__(self, path: Path | str) -> None:
         super().__init__()
-        self.path = Path(path)
-        self.backup_path = self.path.with_name(self.path.name + ".backup")
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.given = Path(path)
+        self._resolved: Path | None = None
         # Digest of the bytes last read or written; None means "expect no file". write()
         # compares it with the bytes on disk so that it never replaces a version (or a
         # corrupt or newer file) it has not seen.
         self._seen: str | None = None
         # (lineage, serial) of those bytes, so that write() need not parse them again.
-        self._seen_version: tuple[str, int] | None = None
-        self._json_cache: JsonCache = {}
+        self._seen_version: Version | None = None
+        self._encoder = StateEncoder()
+        self._swept = False
+
+    @property
+    def path(self) -> Path:
+        """The state file: the given path with symlinks followed (once, then kept)."""
+        if self._resolved is None:
+            try:
+                self._resolved = atomicfile.resolve(self.given)
+            except NotAFileError as exc:
+                raise _not_a_file(self.given, exc) from None
+        return self._resolved
+
+    @property
+    def backup_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".backup")
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
 
     def describe(self) -> str:
-        return str(self.path)
+        return str(self.given)
+
+    def restore_hint(self) -> str:
+        return f"Restore it from {self.backup_path}"
 
     # -- storage -------------------------------------------------------------------------
 
     def _raw(self) -> bytes | None:
         try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
+            return atomicfile.read_regular(self.path)
+        except NotAFileError as exc:
+            raise _not_a_file(self.given, exc) from None
         except OSError as exc:
             raise StateError(f"{self.path}: cannot read state ({exc.strerror})") from None
-
-    def _parse(self, raw: bytes) -> State:
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StateError(
-                f"{self.path}: state file is not valid JSON ({exc}); the file was not "
-                f"changed. Restore it from {self.backup_path}"
-            ) from None
-        return State.from_dict(data, source=str(self.path))
 
     def read(self) -> State | None:
         raw = self._raw()
@@ -96,7 +97,7 @@ class LocalStateBackend(StateBackend):
             self._seen = None
             self._seen_version = None
             return None
-        state = self._parse(raw)
+        state = self.decode(raw)
         self._seen = _digest(raw)
         self._seen_version = (state.lineage, state.serial)
         return state
@@ -105,28 +106,20 @@ class LocalStateBackend(StateBackend):
         self.check_may_write()
         raw = self._raw()
         if _digest(raw) != self._seen:
-            raise StateError(self._moved_message(raw))
+            raise StateError(self.moved_message(raw, saw_state=self._seen is not None))
         if raw is not None:
             # The bytes are the ones last read or written (same digest), so their version
             # is known without parsing them again (a large state is written once per call).
             if self._seen_version is None:
-                stored = self._parse(raw)
+                stored = self.decode(raw)
                 self._seen_version = (stored.lineage, stored.serial)
-            lineage, serial = self._seen_version
-            if lineage != state.lineage or serial != state.serial:
-                raise StateError(
-                    f"{self.path}: refusing to write a state based on lineage {state.lineage} "
-                    f"serial {state.serial} over stored lineage {lineage} serial "
-                    f"{serial}; the file was not changed"
-                )
+            self.check_based_on(state, self._seen_version)
         new = replace(state, serial=state.serial + 1)
-        data = (new.to_json(self._json_cache) + "\n").encode("utf-8")
-        directory = self.path.parent
+        data = self._encoder.encode(new)
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if raw is not None:
-                self._keep_backup(raw)
-            self._replace_atomically(self.path, data)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._sweep()
+            self._replace_keeping_backup(raw, data)
         except OSError as exc:
             raise StateError(
                 f"{self.path}: cannot write state ({exc.strerror}: {exc.filename}); the "
@@ -136,63 +129,57 @@ class LocalStateBackend(StateBackend):
         self._seen_version = (new.lineage, new.serial)
         return new
 
-    def _keep_backup(self, raw: bytes) -> None:
-        """Make the version being replaced (``raw``, just verified) the backup.
+    def _sweep(self) -> None:
+        """Remove temps that runs killed mid-write left beside the state and its backup."""
+        if not self._swept:
+            self._swept = True
+            atomicfile.remove_stale_temps(self.path)
+            atomicfile.remove_stale_temps(self.backup_path)
+
+    def _replace_keeping_backup(self, raw: bytes | None, data: bytes) -> None:
+        """Write ``data`` as the state and make the version it replaces (``raw``, just
+        verified) the backup.
 
         A hard link to the state file costs no copy: apply writes the state after every
-        API call, and copying a large state each time doubled the I/O. Writers only ever
-        rename a new file into place, so the linked file keeps its bytes; they are checked
-        against ``raw`` all the same. Where hard links are not supported, ``raw`` is written.
-        """
-        temp = self.backup_path.with_name(f".{self.backup_path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            os.link(self.path, temp)
-        except OSError:
-            self._replace_atomically(self.backup_path, raw)
+        API call, and copying a large state each time doubled the I/O. The link is made
+        under a temp name and becomes the backup only once the new state is in place, so
+        a failed write never leaves the backup and the state as one file. Where hard
+        links are not supported, ``raw`` is written as the backup first."""
+        if raw is None:
+            atomicfile.atomic_write(self.path, data, _MODE)
+            return
+        kept = atomicfile.link_temp(self.path)
+        if kept is None:
+            atomicfile.atomic_write(self.backup_path, raw, _MODE)
+            atomicfile.atomic_write(self.path, data, _MODE)
             return
         try:
-            if temp.read_bytes() != raw:
-                raise StateError(self._moved_message(self._raw()))
-            os.replace(temp, self.backup_path)
+            if atomicfile.read_regular(kept) != raw:
+                raise StateError(self.moved_message(self._raw(), saw_state=True))
+            atomicfile.check_regular(self.backup_path)
+            atomicfile.atomic_write(self.path, data, _MODE)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+            atomicfile.discard(kept)
             raise
-        _fsync_dir(self.backup_path.parent)
-
-    def _replace_atomically(self, target: Path, data: bytes) -> None:
-        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODE)
         try:
-            try:
-                os.fchmod(fd, _MODE)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        _fsync_dir(target.parent)
+            atomicfile.move(kept, self.backup_path)
+        except OSError:
+            # The new state stands; the backup stays one version older.
+            atomicfile.discard(kept)
 
-    def _moved_message(self, raw: bytes | None) -> str:
-        if raw is None:
-            now = "it has been deleted"
-        else:
-            try:
-                stored = self._parse(raw)
-                now = f"it is now lineage {stored.lineage} serial {stored.serial}"
-            except StateError:
-                now = "it is now unreadable"
-        seen = "this run saw no state file" if self._seen is None else "this run read it"
-        return (
-            f"{self.path}: state changed since {seen} ({now}); another run wrote it. Not "
-            "overwritten: re-run plan/apply against the current state"
-        )
+    def retire(self, suffix: str) -> str:
+        self.check_may_write()
+        target = self.path.with_name(self.path.name + suffix)
+        try:
+            atomicfile.check_regular(target)
+            atomicfile.move(self.path, target)
+        except OSError as exc:
+            raise StateError(
+                f"{self.path}: copied, but cannot move it aside ({exc.strerror}); delete it by hand"
+            ) from None
+        self._seen = None
+        self._seen_version = None
+        return str(target)
 
     # -- lock ----------------------------------------------------------------------------
 
@@ -200,19 +187,17 @@ class LocalStateBackend(StateBackend):
         deadline = time.monotonic() + _LOCK_READ_GRACE
         while True:
             try:
-                raw = self.lock_path.read_bytes()
-            except FileNotFoundError:
-                return None
+                raw = atomicfile.read_regular(self.lock_path)
             except OSError as exc:
                 raise LockError(f"{self.lock_path}: cannot read lock ({exc.strerror})") from None
+            if raw is None:
+                return None
             try:
-                data = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                if time.monotonic() < deadline:
-                    time.sleep(0.02)
-                    continue
-                data = None
-            return LockInfo.from_dict(data, source=str(self.lock_path))
+                return LockInfo.decode(raw, source=str(self.lock_path))
+            except LockError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def try_lock(self, info: LockInfo) -> LockInfo | None:
         payload = (json.dumps(info.to_dict(), indent=2) + "\n").encode("utf-8")
@@ -238,7 +223,7 @@ class LocalStateBackend(StateBackend):
                     os.unlink(self.lock_path)
                 raise LockError(f"{self.lock_path}: cannot write lock ({exc.strerror})") from None
             os.close(fd)
-            _fsync_dir(self.lock_path.parent)
+            atomicfile.fsync_dir(self.lock_path.parent)
             return None
         raise LockError(f"{self.lock_path}: lock keeps appearing and vanishing; try again")
 
@@ -250,10 +235,5 @@ class LocalStateBackend(StateBackend):
             os.unlink(self.lock_path)
         except FileNotFoundError:
             return False
-        _fsync_dir(self.lock_path.parent)
+        atomicfile.fsync_dir(self.lock_path.parent)
         return True
-
-    def holder_notes(self, holder: LockInfo) -> list[str]:
-        if holder.host == socket.gethostname() and not _pid_running(holder.pid):
-            return [f"pid {holder.pid} no longer runs on this host"]
-        return []

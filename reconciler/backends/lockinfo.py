@@ -12,6 +12,7 @@ from typing import Any
 
 from reconciler.errors import LockError
 from reconciler.spec import as_utc, format_time, utcnow
+from reconciler.statecodec import load_json
 
 
 def _user() -> str:
@@ -20,6 +21,20 @@ def _user() -> str:
     except (KeyError, OSError):
         # Containers often run with a uid that has no passwd entry; a lock must still work.
         return "unknown"
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not 0 < len(value) <= 1024:
+        raise ValueError(f"{key} must be a non-empty string")
+    return value
+
+
+def _unreadable(source: str, problem: str) -> LockError:
+    return LockError(
+        f"{source}: lock file is unreadable ({problem}); if no reconciler run is active, "
+        f"delete {source} by hand"
+    )
 
 
 @dataclass(frozen=True)
@@ -64,21 +79,33 @@ class LockInfo:
         """Parse a decoded lock document; anything malformed is a LockError naming source."""
         try:
             if not isinstance(data, dict):
-                raise TypeError("expected a JSON object")
-            created = datetime.fromisoformat(str(data["created"]).replace("Z", "+00:00"))
+                raise ValueError("expected a JSON object")
+            created = datetime.fromisoformat(_text(data, "created").replace("Z", "+00:00"))
+            pid = data.get("pid")
+            if type(pid) is not int or not 0 < pid < 2**31:
+                raise ValueError("pid must be a process id (a whole number below 2^31)")
+            path = data.get("path", source)
             return cls(
-                id=str(data["id"]),
-                holder=str(data["holder"]),
-                pid=int(data["pid"]),
-                operation=str(data["operation"]),
+                id=_text(data, "id"),
+                holder=_text(data, "holder"),
+                pid=pid,
+                operation=_text(data, "operation"),
                 created=as_utc(created),
-                path=str(data.get("path", source)),
+                path=path if isinstance(path, str) else source,
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LockError(
-                f"{source}: lock file is unreadable ({type(exc).__name__}: {exc}); if no "
-                f"reconciler run is active, delete {source} by hand"
-            ) from None
+        except KeyError as exc:
+            raise _unreadable(source, f"no {exc.args[0]}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _unreadable(source, str(exc)) from None
+
+    @classmethod
+    def decode(cls, raw: bytes, *, source: str) -> LockInfo:
+        """Parse a stored lock (bytes); anything malformed is a LockError naming source."""
+        try:
+            data = load_json(raw)
+        except ValueError as exc:
+            raise _unreadable(source, f"not valid JSON: {exc}") from None
+        return cls.from_dict(data, source=source)
 
     def describe(self, *notes: str) -> str:
         """'locked by user@host (pid N) for apply since ..., lock id X; if that run is dead...'"""

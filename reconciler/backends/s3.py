@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -24,10 +23,10 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from reconciler.backends.base import StateBackend
-from reconciler.backends.local import _pid_running
 from reconciler.backends.lockinfo import LockInfo
 from reconciler.errors import ConfigError, LockError, StateError
 from reconciler.state import State
+from reconciler.statecodec import encode_state
 
 INSTALL_HINT = "pip install 'reconciler[s3]'"
 SSE_CHOICES = ("AES256", "aws:kms", "none")
@@ -341,16 +340,11 @@ class S3StateBackend(StateBackend):
 
     # -- storage ---------------------------------------------------------------------
 
-    def _parse(self, raw: bytes) -> State:
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StateError(
-                f"{self.describe()}: state is not valid JSON ({exc}); it was not changed. "
-                f"Restore it from {self.location.object_url(self.backup_key)} or a previous "
-                "object version"
-            ) from None
-        return State.from_dict(data, source=self.describe())
+    def restore_hint(self) -> str:
+        return (
+            f"Restore it from {self.location.object_url(self.backup_key)} or a previous "
+            "object version"
+        )
 
     def _remember(self, raw: bytes | None, etag: str | None, state: State | None) -> None:
         self._seen_raw = raw
@@ -363,21 +357,16 @@ class S3StateBackend(StateBackend):
             self._remember(None, None, None)
             return None
         raw, etag = found
-        state = self._parse(raw)
+        state = self.decode(raw)
         self._remember(raw, etag, state)
         return state
 
     def write(self, state: State) -> State:
         self.check_may_write()
-        if self._seen_version is not None and self._seen_version != (state.lineage, state.serial):
-            lineage, serial = self._seen_version
-            raise StateError(
-                f"{self.describe()}: refusing to write a state based on lineage "
-                f"{state.lineage} serial {state.serial} over stored lineage {lineage} serial "
-                f"{serial}; state was not changed"
-            )
+        if self._seen_version is not None:
+            self.check_based_on(state, self._seen_version)
         new = replace(state, serial=state.serial + 1)
-        data = (json.dumps(new.to_dict(), indent=2) + "\n").encode("utf-8")
+        data = encode_state(new)
         if self._seen_raw is not None and not self.bucket_versioned():
             # The version about to be replaced, kept before it is replaced. Should the
             # conditional write below lose a race, this still holds a real earlier version.
@@ -409,19 +398,8 @@ class S3StateBackend(StateBackend):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _moved_message(self, current: tuple[bytes, str] | None) -> str:
-        if current is None:
-            now = "it has been deleted"
-        else:
-            try:
-                stored = self._parse(current[0])
-                now = f"it is now lineage {stored.lineage} serial {stored.serial}"
-            except StateError:
-                now = "it is now unreadable"
-        seen = "this run saw no state" if self._seen_etag is None else "this run read it"
-        return (
-            f"{self.describe()}: state changed since {seen} ({now}); another run wrote it. "
-            "Not overwritten: re-run plan/apply against the current state"
-        )
+        raw = current[0] if current is not None else None
+        return self.moved_message(raw, saw_state=self._seen_etag is not None)
 
     def bucket_versioned(self) -> bool:
         """Whether the bucket keeps old versions (then no backup object is written). When
@@ -477,11 +455,7 @@ class S3StateBackend(StateBackend):
         if found is None:
             return None
         raw, etag = found
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            data = None
-        return LockInfo.from_dict(data, source=self.location.object_url(self.lock_key)), etag
+        return LockInfo.decode(raw, source=self.location.object_url(self.lock_key)), etag
 
     def current_lock(self) -> LockInfo | None:
         found = self._lock_object()
@@ -541,11 +515,6 @@ class S3StateBackend(StateBackend):
             # A store without conditional deletes: the id was checked just above.
             self._call("delete_object", "releasing the lock of", self.lock_key, outcome=stays)
         return True
-
-    def holder_notes(self, holder: LockInfo) -> list[str]:
-        if holder.host == socket.gethostname() and not _pid_running(holder.pid):
-            return [f"pid {holder.pid} no longer runs on this host"]
-        return []
 
 
 def _code(response: Mapping[str, Any]) -> str:

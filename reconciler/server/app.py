@@ -1,390 +1,62 @@
-"""The FastAPI application of the local BentoCloud-compatible token API (see WIRE.md)."""
+"""The FastAPI application of the local BentoCloud-compatible token API: the routes of
+WIRE.md (sections 2-9), answered as Yatai answers them, over a SQLite store."""
 
 from __future__ import annotations
 
-import asyncio
-import secrets
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Message, Receive, Scope, Send
 
+from reconciler.errors import clip
 from reconciler.server.faults import FaultInjector, Faults
-from reconciler.server.store import Principal, Store, TokenRecord, format_db_time
-from reconciler.spec import NAME_PATTERN, NAME_RULE, SCOPES
+from reconciler.server.outer import API_TOKENS, AUTH_CURRENT, TOKEN_ROUTE, LocalApiApp, route_key
+from reconciler.server.store import NameTakenError, Principal, Store, format_db_time
+from reconciler.server.wire import (
+    DUPLICATE_NAME_ERROR,
+    ECHO_LIMIT,
+    ApiProblem,
+    ApiToken,
+    ApiTokenList,
+    CreateApiTokenRequest,
+    CreatedApiToken,
+    ErrorBody,
+    UpdateApiTokenRequest,
+    User,
+    check_description,
+    check_name,
+    check_scopes,
+    error_response,
+    not_found,
+    parse_expired_at,
+    token_to_wire,
+    user_to_wire,
+)
+
+__all__ = ["AUTH_HEADER", "MAX_BODY_BYTES", "LocalApiApp", "create_app", "route_key"]
 
 AUTH_HEADER = "X-YATAI-API-TOKEN"
 MAX_BODY_BYTES = 64 * 1024
-MAX_DESCRIPTION = 1024
 MAX_SEARCH = 256
 MAX_OFFSET = 2**62
-
-API_TOKENS = "/api/v1/api_tokens"
-AUTH_CURRENT = "/api/v1/auth/current"
-
-# The uvicorn send callable, kept in the scope so that a "lost create" can reach the socket
-# from inside Starlette's middleware stack, which wraps send in closures.
-_RAW_SEND = "reconciler.raw_send"
-
-# BentoML sends "2026-12-27 21:24:30.123456" (no zone); RFC 3339 and plain dates work too.
-EXPIRED_AT_PATTERN = (
-    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|z|[+-]\d{2}:?\d{2})?$"
-)
+# Longer than any uid the store makes: a longer one is not found without a query.
+MAX_UID = 128
+# Managing tokens takes this scope, as in Yatai, where it grants everything.
+MANAGE_SCOPE = "api"
 
 
-# wire models: they document the API (OpenAPI) and tests validate responses against them
+@dataclass(frozen=True)
+class ApiSettings:
+    """How the routes behave; fixed when the app is made."""
 
-
-class WireModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Label(WireModel):
-    key: str
-    value: str
-
-
-class User(WireModel):
-    name: str
-    email: str
-    first_name: str
-    last_name: str
-
-
-class Organization(WireModel):
-    uid: str
-    created_at: datetime
-    updated_at: datetime | None
-    deleted_at: datetime | None
-    name: str
-    resource_type: Literal["organization"]
-    labels: list[Label]
-    description: str
-
-
-class ApiToken(WireModel):
-    uid: str
-    created_at: datetime
-    updated_at: datetime | None
-    deleted_at: datetime | None
-    name: str
-    resource_type: Literal["api_token"]
-    labels: list[Label]
-    description: str
-    scopes: list[str]
-    user: User
-    organization: Organization
-    expired_at: datetime | None
-    last_used_at: datetime | None
-    is_expired: bool
-    is_api_token: bool
-    is_organization_token: bool
-    is_global_access: bool
-
-
-class CreatedApiToken(ApiToken):
-    token: str = Field(description="The secret value; returned only by create, never again.")
-
-
-class ApiTokenList(WireModel):
-    start: int
-    count: int
-    total: int
-    items: list[ApiToken]
-
-
-class CreateApiTokenRequest(BaseModel):
-    """The create body; BentoML always sends all four keys, null when not given. The rules
-    in the schema extras are enforced by the endpoint, with messages naming the fix."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str = Field(json_schema_extra={"pattern": NAME_PATTERN.pattern, "maxLength": 63})
-    description: str | None = Field(default=None, json_schema_extra={"maxLength": MAX_DESCRIPTION})
-    scopes: list[str] | None = Field(
-        default=None, json_schema_extra={"items": {"type": "string", "enum": list(SCOPES)}}
-    )
-    expired_at: str | None = Field(
-        default=None,
-        description="UTC when no offset: '2026-12-27 21:24:30.123456' (BentoML) or RFC 3339",
-        json_schema_extra={"pattern": EXPIRED_AT_PATTERN},
-    )
-
-
-class ErrorBody(WireModel):
-    error: str
-    message: str
-
-
-class ApiProblem(Exception):
-    """An error answered as JSON ``{"error", "message"}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
-
-
-def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"error": message, "message": message}, status, headers=headers)
-
-
-# wire encoding
-
-
-def token_to_wire(
-    record: TokenRecord, now: str | None = None, *, secret: str | None = None
-) -> dict[str, Any]:
-    """The token object of WIRE.md section 4; ``token`` only when a secret is given.
-    ``now`` is the current time as stored text (``format_db_time``), for ``is_expired``."""
-    now = now or format_db_time(datetime.now(timezone.utc))
-    org = record.organization
-    user = record.user
-    data: dict[str, Any] = {
-        "uid": record.uid,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "deleted_at": record.deleted_at,
-        "name": record.name,
-        "resource_type": "api_token",
-        "labels": [],
-        "description": record.description,
-        "scopes": list(record.scopes),
-        "user": {
-            "name": user.name,
-            "email": user.email,
-            "first_name": user.first_name,
-            "last_name": user.last_name,
-        },
-        "organization": {
-            "uid": org.uid,
-            "created_at": org.created_at,
-            "updated_at": org.updated_at,
-            "deleted_at": None,
-            "name": org.name,
-            "resource_type": "organization",
-            "labels": [],
-            "description": org.description,
-        },
-        "expired_at": record.expired_at,
-        "last_used_at": record.last_used_at,
-        "is_expired": record.expired_at is not None and record.expired_at <= now,
-        "is_api_token": True,
-        "is_organization_token": False,
-        "is_global_access": False,
-    }
-    if secret is not None:
-        data["token"] = secret
-    return data
-
-
-def parse_expired_at(text: str) -> datetime:
-    """Read an expiry as BentoML or an RFC 3339 client sends it; naive means UTC."""
-    value = text.strip()
-    if value[-1:] in ("Z", "z"):
-        value = value[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            return moment.replace(tzinfo=timezone.utc)
-        return moment.astimezone(timezone.utc)
-    except (ValueError, OverflowError):
-        raise ApiProblem(
-            400,
-            f"expired_at {text!r} is not a datetime: use '2026-12-27 21:24:30.123456' (UTC) "
-            "or RFC 3339 such as '2026-12-27T21:24:30Z'",
-        ) from None
-
-
-def route_key(method: str, path: str) -> str:
-    """The route a request counts under in the statistics (uids folded into ``{uid}``)."""
-    if path in (API_TOKENS, AUTH_CURRENT):
-        return f"{method} {path}"
-    prefix = API_TOKENS + "/"
-    if path.startswith(prefix) and "/" not in path[len(prefix) :]:
-        return f"{method} {API_TOKENS}/{{uid}}"
-    return f"{method} other"
-
-
-# the ASGI layer that sits outside Starlette: statistics, body limit and faults
-
-
-async def _drop_connection(scope: Scope) -> bool:
-    """Abort the TCP connection under this request without any HTTP response.
-
-    Works with uvicorn (h11 and httptools), whose send is a bound method of a cycle object
-    holding the transport. Marking the cycle disconnected stops uvicorn from writing or
-    logging about the unfinished response. Returns False when the server is not uvicorn.
-    """
-    cycle = getattr(scope.get(_RAW_SEND), "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if cycle is None or transport is None or not hasattr(transport, "abort"):
-        return False
-    transport.abort()
-    cycle.disconnected = True
-    return True
-
-
-class LocalApiApp(FastAPI):
-    """FastAPI with an outer layer that counts requests, limits bodies and injects faults
-    before Starlette's own middleware sees the request."""
-
-    injector: FaultInjector
-    max_body_bytes: int
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-            return
-        scope[_RAW_SEND] = send
-        path: str = scope["path"]
-        is_api = path.startswith("/api/")
-        if path.startswith("/_admin"):
-            await super().__call__(scope, receive, send)
-            return
-        key = route_key(scope["method"], path)
-        self.injector.count_request(key)
-        trace_id = secrets.token_hex(8)
-        status_seen: list[int] = []
-
-        async def send_traced(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_seen.append(int(message["status"]))
-                message = dict(message)
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-trace-id", trace_id.encode()),
-                ]
-            await send(message)
-
-        try:
-            await self._handle(scope, receive, send_traced, key, is_api, trace_id)
-        finally:
-            if status_seen:
-                self.injector.count_status(status_seen[0])
-
-    async def _handle(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        key: str,
-        is_api: bool,
-        trace_id: str,
-    ) -> None:
-        if is_api:
-            latency = self.injector.latency_seconds
-            if latency > 0:
-                self.injector.count_fault("latency")
-                await asyncio.sleep(latency)
-            decision, status = self.injector.decide()
-            if decision == "rate_limit":
-                self.injector.count_fault("rate_limit")
-                retry = str(self.injector.retry_after)
-                response = error_response(
-                    status, "rate limited: retry later (injected fault)", {"Retry-After": retry}
-                )
-                await response(scope, receive, send)
-                return
-            if decision == "error":
-                self.injector.count_fault("error")
-                response = error_response(
-                    status, f"service unavailable (injected fault, trace id {trace_id})"
-                )
-                await response(scope, receive, send)
-                return
-
-        body = await _read_body(receive, self.max_body_bytes)
-        if body is None:
-            response = error_response(413, f"request body larger than {self.max_body_bytes} bytes")
-            await response(scope, receive, send)
-            return
-        replay = _replay(body, receive)
-
-        if key != f"POST {API_TOKENS}":
-            await super().__call__(scope, replay, send)
-            return
-
-        dropping = False
-
-        async def send_or_drop(message: Message) -> None:
-            nonlocal dropping
-            if dropping:
-                return
-            # A 200 means the row is committed; losing the answer is the fault under test.
-            if (
-                message["type"] == "http.response.start"
-                and message["status"] == 200
-                and self.injector.decide_lose_create()
-            ):
-                self.injector.count_fault("lost_create")
-                dropping = True
-                if not await _drop_connection(scope):
-                    # Not under uvicorn (e.g. an in-process ASGI test client): the nearest
-                    # thing to a lost answer is a 500 after the commit.
-                    await error_response(500, "response lost after commit (injected fault)")(
-                        scope, _no_receive, send
-                    )
-                return
-            if message["type"] == "http.response.start" and message["status"] == 200:
-                failure = self.injector.decide_error_after_create()
-                if failure is not None:
-                    # Committed, yet the caller is told it failed: a 5xx after the commit.
-                    self.injector.count_fault("error_after_create")
-                    dropping = True
-                    await error_response(
-                        failure,
-                        f"service unavailable (injected fault after commit, trace id {trace_id})",
-                    )(scope, _no_receive, send)
-                    return
-            await send(message)
-
-        await super().__call__(scope, replay, send_or_drop)
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None when it exceeds ``limit`` (chunked bodies too)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+    max_page_size: int = 1000
+    update_route: bool = True
 
 
 # authentication (module level: FastAPI resolves these annotations from module globals)
@@ -392,7 +64,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 _api_key_header = APIKeyHeader(name=AUTH_HEADER, auto_error=False)
 
 
-async def _caller(
+async def _principal(
     request: Request, key: Annotated[str | None, Depends(_api_key_header)]
 ) -> Principal:
     store: Store = request.app.state.store
@@ -401,6 +73,13 @@ async def _caller(
         what = "unknown, expired or deleted" if key else f"missing ({AUTH_HEADER} header)"
         raise ApiProblem(401, f"API key {what}")
     return found
+
+
+async def _manager(who: Annotated[Principal, Depends(_principal)]) -> Principal:
+    # /auth/current stays open to every live token: it is how a new value is proven.
+    if not who.holds(MANAGE_SCOPE):
+        raise ApiProblem(403, f"the api_token needs the scope {MANAGE_SCOPE} to manage tokens")
+    return who
 
 
 async def _admin_caller(
@@ -415,11 +94,9 @@ async def _admin_caller(
     return found
 
 
-Caller = Annotated[Principal, Depends(_caller)]
+Caller = Annotated[Principal, Depends(_principal)]
+Manager = Annotated[Principal, Depends(_manager)]
 AdminCaller = Annotated[Principal, Depends(_admin_caller)]
-
-
-# the application
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -431,7 +108,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
-        400: "Invalid request",
+        400: "Invalid request (or the name is taken by a live token)",
+        403: "The key's token lacks the api scope, or a scope it would grant",
         404: "No such token (or it belongs to another user)",
         413: "Request body too large",
     }
@@ -441,17 +119,39 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {**_ERRORS, **extra}
 
 
+# the application, step by step
+
+
 def create_app(
     store: Store,
     faults: Faults | FaultInjector | None = None,
     *,
     max_page_size: int = 1000,
     max_body_bytes: int = MAX_BODY_BYTES,
+    allow_duplicate_names: bool = False,
+    update_route: bool = True,
 ) -> LocalApiApp:
     """The local API over ``store``. ``faults`` may be shared (a FaultInjector) so that the
-    caller can change faults and read statistics without HTTP."""
+    caller can change faults and read statistics without HTTP. Names are unique among a
+    user's live tokens unless ``allow_duplicate_names``; ``update_route=False`` answers
+    PATCH as a server without that route does."""
     if max_page_size < 1:
         raise ValueError("max_page_size must be at least 1")
+    settings = ApiSettings(max_page_size=max_page_size, update_route=update_route)
+    store.set_unique_names(not allow_duplicate_names)
+    app = _new_app(store, faults, max_body_bytes, update_route)
+    _install_error_handlers(app)
+    _install_token_reads(app, store, settings)
+    _install_token_writes(app, store, settings)
+    _install_auth_current(app)
+    _install_admin_routes(app, app.injector)
+    _install_openapi(app)
+    return app
+
+
+def _new_app(
+    store: Store, faults: Faults | FaultInjector | None, max_body_bytes: int, update_route: bool
+) -> LocalApiApp:
     injector = faults if isinstance(faults, FaultInjector) else FaultInjector(faults)
     app = LocalApiApp(
         title="reconciler local BentoCloud API",
@@ -459,11 +159,19 @@ def create_app(
         description="The API-token endpoints of BentoCloud, served from SQLite.",
         docs_url=None,
         redoc_url=None,
+        # Starlette's trailing-slash redirect builds Location from the client's Host header.
+        redirect_slashes=False,
     )
     app.injector = injector
     app.max_body_bytes = max_body_bytes
+    app.update_route = update_route
     app.state.store = store
     app.state.injector = injector
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error as Yatai's ``{"error": ...}``."""
 
     @app.exception_handler(ApiProblem)
     async def _problem(request: Request, exc: ApiProblem) -> JSONResponse:
@@ -478,100 +186,120 @@ def create_app(
         problems = []
         for err in exc.errors()[:5]:
             loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
-            problems.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+            problems.append(f"{clip(loc, ECHO_LIMIT) if loc else 'body'}: {err.get('msg')}")
         return error_response(400, "invalid request: " + "; ".join(problems))
 
+
+def _own_token_uid(uid: str) -> str:
+    """A uid worth looking up; any other is simply not found (and echoed only in part)."""
+    if len(uid) > MAX_UID or not uid.isascii():
+        raise not_found(uid)
+    return uid
+
+
+def _install_token_reads(app: FastAPI, store: Store, settings: ApiSettings) -> None:
     @app.get(
         API_TOKENS,
         response_model=ApiTokenList,
-        responses=_errors(400),
+        responses=_errors(400, 403),
         summary="List the caller's API tokens, newest first",
     )
     async def list_api_tokens(
-        who: Caller,
+        who: Manager,
         start: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
         count: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 20,
         search: Annotated[str | None, Query(max_length=MAX_SEARCH)] = None,
     ) -> JSONResponse:
-        applied = min(count, max_page_size)
+        applied = min(count, settings.max_page_size)
         records, total = store.list_tokens(who.user, start=start, count=applied, search=search)
         now = format_db_time(datetime.now(timezone.utc))
-        return JSONResponse(
-            {
-                "start": start,
-                "count": applied,
-                "total": total,
-                "items": [token_to_wire(r, now) for r in records],
-            }
-        )
+        items = [token_to_wire(r, now) for r in records]
+        return JSONResponse({"start": start, "count": applied, "total": total, "items": items})
 
+    @app.get(
+        TOKEN_ROUTE,
+        response_model=ApiToken,
+        responses=_errors(403, 404),
+        summary="Get one of the caller's API tokens (never its value)",
+    )
+    async def get_api_token(uid: str, who: Manager) -> JSONResponse:
+        record = store.get_token(who.user, _own_token_uid(uid))
+        if record is None:
+            raise not_found(uid)
+        return JSONResponse(token_to_wire(record))
+
+
+def _install_token_writes(app: FastAPI, store: Store, settings: ApiSettings) -> None:
     @app.post(
         API_TOKENS,
         response_model=CreatedApiToken,
-        responses=_errors(400, 413),
+        responses=_errors(400, 403, 413),
         summary="Create an API token; the answer holds its value, shown only this once",
     )
-    async def create_api_token(body: CreateApiTokenRequest, who: Caller) -> JSONResponse:
-        name = body.name
-        if not NAME_PATTERN.match(name):
-            raise ApiProblem(400, f"invalid token name {name!r}: must be {NAME_RULE}")
-        description = body.description or ""
-        if len(description) > MAX_DESCRIPTION:
-            raise ApiProblem(400, f"description is longer than {MAX_DESCRIPTION} characters")
-        scopes: list[str] = []
-        for scope in body.scopes or []:
-            if scope not in SCOPES:
-                raise ApiProblem(400, f"unknown scope {scope!r}: use one of {', '.join(SCOPES)}")
-            if scope not in scopes:
-                scopes.append(scope)
+    async def create_api_token(body: CreateApiTokenRequest, who: Manager) -> JSONResponse:
+        name = check_name(body.name)
+        description = check_description(body.description or "")
+        scopes = check_scopes(body.scopes or [], who)
         expired_at = parse_expired_at(body.expired_at) if body.expired_at else None
-        record, secret = store.create_token(
-            who.user, name, description=description, scopes=scopes, expired_at=expired_at
-        )
+        try:
+            record, secret = store.create_token(
+                who.user, name, description=description, scopes=scopes, expired_at=expired_at
+            )
+        except NameTakenError:
+            raise ApiProblem(400, DUPLICATE_NAME_ERROR) from None
         return JSONResponse(token_to_wire(record, secret=secret))
 
-    @app.get(
-        API_TOKENS + "/{uid}",
-        response_model=ApiToken,
-        responses=_errors(404),
-        summary="Get one of the caller's API tokens (never its value)",
-    )
-    async def get_api_token(uid: str, who: Caller) -> JSONResponse:
-        record = store.get_token(who.user, uid)
-        if record is None:
-            raise ApiProblem(404, f"api token {uid!r}: record not found")
-        return JSONResponse(token_to_wire(record))
-
     @app.delete(
-        API_TOKENS + "/{uid}",
+        TOKEN_ROUTE,
         response_model=ApiToken,
-        responses=_errors(404),
+        responses=_errors(403, 404),
         summary="Delete an API token; its value stops working at once",
     )
-    async def delete_api_token(uid: str, who: Caller) -> JSONResponse:
-        record = store.delete_token(who.user, uid)
+    async def delete_api_token(uid: str, who: Manager) -> JSONResponse:
+        record = store.delete_token(who.user, _own_token_uid(uid))
         if record is None:
-            raise ApiProblem(404, f"api token {uid!r}: record not found")
+            raise not_found(uid)
         return JSONResponse(token_to_wire(record))
 
+    if settings.update_route:
+        _install_token_update(app, store)
+
+
+def _install_token_update(app: FastAPI, store: Store) -> None:
+    @app.patch(
+        TOKEN_ROUTE,
+        response_model=ApiToken,
+        responses=_errors(400, 403, 404, 413),
+        summary="Change description, scopes or expiry in place; the value stays the same",
+    )
+    async def update_api_token(uid: str, body: UpdateApiTokenRequest, who: Manager) -> JSONResponse:
+        # As Yatai: the token is looked up first, so a foreign uid is 404 whatever the body.
+        if store.get_token(who.user, _own_token_uid(uid)) is None:
+            raise not_found(uid)
+        description = check_description(body.description) if body.description is not None else None
+        scopes = check_scopes(body.scopes, who) if body.scopes is not None else None
+        expired_at = parse_expired_at(body.expired_at) if body.expired_at is not None else None
+        record = store.update_token(
+            who.user, uid, description=description, scopes=scopes, expired_at=expired_at
+        )
+        if record is None:  # deleted meanwhile
+            raise not_found(uid)
+        return JSONResponse(token_to_wire(record))
+
+
+def _install_auth_current(app: FastAPI) -> None:
     @app.get(
         AUTH_CURRENT,
         response_model=User,
         responses=_errors(),
-        summary="The user the API key belongs to",
+        summary="The user the API key belongs to (any live token value works as a key)",
     )
     async def current_user(who: Caller) -> JSONResponse:
-        user = who.user
-        return JSONResponse(
-            {
-                "name": user.name,
-                "email": user.email,
-                "first_name": user.first_name,
-                "last_name": user.last_name,
-            }
-        )
+        return JSONResponse(user_to_wire(who.user))
 
-    # admin routes: hidden from the schema, admin key only, never faulted or counted
+
+def _install_admin_routes(app: FastAPI, injector: FaultInjector) -> None:
+    """Hidden from the schema, admin key only, never faulted or counted."""
 
     @app.get("/_admin/faults", include_in_schema=False)
     async def get_faults(_: AdminCaller) -> JSONResponse:
@@ -601,9 +329,6 @@ def create_app(
     async def reset_stats(_: AdminCaller) -> JSONResponse:
         injector.reset_stats()
         return JSONResponse(injector.stats())
-
-    _install_openapi(app)
-    return app
 
 
 def _install_openapi(app: FastAPI) -> None:

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import uvicorn
 
+from reconciler import atomicfile
 from reconciler.server.app import AUTH_HEADER, create_app
 from reconciler.server.faults import FaultInjector, Faults
 from reconciler.server.store import Store, new_admin_key
@@ -28,16 +29,11 @@ def admin_key_path(db_path: str | os.PathLike[str]) -> Path:
 
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        # The umask cannot widen 0600, but a pre-existing file keeps its mode: force it.
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    target = atomicfile.resolve(path)
+    # Older releases wrote the key through a fixed "<name>.tmp", left behind by a crash.
+    atomicfile.discard(target.with_name(target.name + ".tmp"))
+    atomicfile.remove_stale_temps(target)
+    atomicfile.atomic_write(target, text, 0o600)
 
 
 def resolve_admin_key(
@@ -116,10 +112,15 @@ class LocalServer:
         host: str = "127.0.0.1",
         port: int = 0,
         log_level: str = "warning",
+        *,
+        allow_duplicate_names: bool = False,
+        update_route: bool = True,
     ) -> None:
         self.db_path = str(db_path)
         self.host = host
         self.max_page_size = max_page_size
+        self.allow_duplicate_names = allow_duplicate_names
+        self.update_route = update_route
         self.log_level = log_level
         self.injector = FaultInjector(faults)
         self._requested_key = api_key
@@ -186,7 +187,13 @@ class LocalServer:
             raise
         self._store = store
         self._port = sock.getsockname()[1]
-        app = create_app(store, self.injector, max_page_size=self.max_page_size)
+        app = create_app(
+            store,
+            self.injector,
+            max_page_size=self.max_page_size,
+            allow_duplicate_names=self.allow_duplicate_names,
+            update_route=self.update_route,
+        )
         config = uvicorn.Config(
             app,
             log_level=self.log_level,
@@ -257,13 +264,15 @@ def run_server(
     *,
     log_level: str = "info",
     stream: TextIO | None = None,
+    allow_duplicate_names: bool = False,
+    update_route: bool = True,
 ) -> None:
-    """Serve in the foreground until interrupted (``reconciler serve``).
+    """Serve in the foreground until interrupted (``reconciler serve``); names are unique
+    among a user's live tokens unless ``allow_duplicate_names``.
 
     A newly generated admin key is printed once, to ``stream`` (stderr), with the
     environment to use it; later starts only say where the key file is.
     """
-    out = stream or sys.stderr
     store = Store(db_path)
     try:
         key, created = resolve_admin_key(store, db_path, api_key)
@@ -271,7 +280,41 @@ def run_server(
     except BaseException:
         store.close()
         raise
-    url = _url(host, sock.getsockname()[1])
+    _announce(
+        stream or sys.stderr, _url(host, sock.getsockname()[1]), db_path, key, created, api_key
+    )
+    app = create_app(
+        store,
+        faults,
+        max_page_size=max_page_size,
+        allow_duplicate_names=allow_duplicate_names,
+        update_route=update_route,
+    )
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        lifespan="off",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+        store.close()
+
+
+def _announce(
+    out: TextIO,
+    url: str,
+    db_path: str | os.PathLike[str],
+    key: str,
+    created: bool,
+    api_key: str | None,
+) -> None:
+    """Say where the API is and how to use its admin key; a new key is shown only once."""
     key_file = admin_key_path(db_path)
     in_memory = str(db_path) == MEMORY
     print(f"reconciler local API on {url} (database {db_path})", file=out)
@@ -294,18 +337,3 @@ def run_server(
             file=out,
         )
     out.flush()
-    app = create_app(store, faults, max_page_size=max_page_size)
-    config = uvicorn.Config(
-        app,
-        log_level=log_level,
-        lifespan="off",
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        with contextlib.suppress(OSError):
-            sock.close()
-        store.close()

@@ -16,10 +16,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TOKEN_PREFIX = "rct_"
 ADMIN_KEY_PREFIX = "rca_"
 UID_PREFIX = "tok_"
+
+# Yatai's name for its unique index, quoted in the error a duplicate create answers with.
+UNIQUE_NAME_INDEX = "uk_apiToken_organizationId_userId_name"
 
 # last_used_at is bookkeeping, not security: writing it on every request would turn every
 # read into a write transaction, so it is refreshed at most once per key per interval.
@@ -104,6 +107,33 @@ _COUNT_TOKENS = (
 )
 
 
+_CREATE_UNIQUE_NAME_INDEX = """CREATE UNIQUE INDEX IF NOT EXISTS tokens_unique_live_name
+    ON tokens (user_id, name) WHERE deleted_at IS NULL"""
+
+_UNIQUE_NAME_INDEX_EXISTS = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tokens_unique_live_name'"
+)
+
+_LIVE_DUPLICATE_EXISTS = (
+    "SELECT 1 FROM tokens WHERE deleted_at IS NULL GROUP BY user_id, name "
+    "HAVING COUNT(*) > 1 LIMIT 1"
+)
+
+_NAME_HELD = "SELECT 1 FROM tokens WHERE user_id = ? AND name = ? AND deleted_at IS NULL LIMIT 1"
+
+_INSERT_TOKEN = (
+    "INSERT INTO tokens (uid, user_id, name, description, scopes, created_at, "
+    "updated_at, expired_at, hashed_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+# NULL keeps a column as it is: PATCH's "null or absent = unchanged", in one fixed statement.
+_UPDATE_TOKEN = (
+    "UPDATE tokens SET description = COALESCE(?, description), "
+    "scopes = COALESCE(?, scopes), expired_at = COALESCE(?, expired_at), updated_at = ? "
+    "WHERE uid = ? AND user_id = ? AND deleted_at IS NULL"
+)
+
+
 def hash_secret(value: str) -> str:
     """The stored form of a key or token value: sha256, hex."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
@@ -184,11 +214,23 @@ class TokenRecord:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request authenticated as: a user, through an API key or one of their tokens."""
+    """Who a request authenticated as: a user, through an API key or one of their tokens.
+
+    ``scopes`` are the token's own; None for an API key, which may do everything.
+    """
 
     user: UserRecord
     is_admin: bool
     token_uid: str | None = None
+    scopes: frozenset[str] | None = None
+
+    def holds(self, scope: str) -> bool:
+        """Whether the caller may act with ``scope``: Yatai's ``api`` grants every scope."""
+        return self.scopes is None or "api" in self.scopes or scope in self.scopes
+
+
+class NameTakenError(Exception):
+    """A live token of the same user already has this name (unique names are enforced)."""
 
 
 def _text(value: object) -> str | None:
@@ -233,7 +275,7 @@ class Store:
     here is an index lookup or a bounded index scan, so contention stays in microseconds.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, unique_names: bool = True) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -253,10 +295,31 @@ class Store:
             for statement in _SCHEMA:
                 cur.execute(statement)
             cur.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+        self.unique_names = True
+        self.set_unique_names(unique_names)
         self._default_user = self._ensure_default_user()
+
+    def set_unique_names(self, unique: bool) -> None:
+        """Whether a user's live tokens must have distinct names, as Yatai's unique index
+        (organisation, user, name) makes them. Deleted rows never hold a name.
+
+        Enforced by a check in the create transaction; the partial unique index guards it
+        and speeds the check up. A database from before this rule may hold live duplicates,
+        on which the index cannot be built: the check alone then keeps new ones out.
+        """
+        with self._write() as cur:
+            if not unique:
+                cur.execute("DROP INDEX IF EXISTS tokens_unique_live_name")
+            elif (
+                cur.execute(_UNIQUE_NAME_INDEX_EXISTS).fetchone() is None
+                # Checked first: building the index over duplicates would fail the start.
+                and cur.execute(_LIVE_DUPLICATE_EXISTS).fetchone() is None
+            ):
+                cur.execute(_CREATE_UNIQUE_NAME_INDEX)
+        self.unique_names = unique
 
     def close(self) -> None:
         with self._lock:
@@ -360,9 +423,6 @@ class Store:
                 (self._default_user.id, hash_secret(value), format_db_time(_now())),
             )
 
-    def has_admin_key(self) -> bool:
-        return bool(self._read("SELECT 1 FROM api_keys WHERE is_admin = 1 LIMIT 1", ()))
-
     def is_admin_key(self, value: str) -> bool:
         principal = self.authenticate(value)
         return principal is not None and principal.is_admin
@@ -389,7 +449,7 @@ class Store:
             return Principal(user=user, is_admin=bool(row[2]))
         rows = self._read(
             "SELECT t.id, t.hashed_token, t.uid, t.expired_at, t.last_used_at, "
-            "u.id, u.name, u.email, u.first_name, u.last_name "
+            "u.id, u.name, u.email, u.first_name, u.last_name, t.scopes "
             "FROM tokens AS t JOIN users AS u ON u.id = t.user_id "
             "WHERE t.hashed_token = ? AND t.deleted_at IS NULL",
             (digest,),
@@ -404,7 +464,8 @@ class Store:
             return None
         self._touch("tokens", int(str(row[0])), row[4], now)
         user = UserRecord(int(str(row[5])), str(row[6]), str(row[7]), str(row[8]), str(row[9]))
-        return Principal(user=user, is_admin=False, token_uid=str(row[2]))
+        scopes = frozenset(str(s) for s in json.loads(str(row[10])))
+        return Principal(user=user, is_admin=False, token_uid=str(row[2]), scopes=scopes)
 
     def _touch(self, table: str, row_id: int, last_used: object, now: datetime) -> None:
         previous = parse_db_time(last_used) if isinstance(last_used, str) else None
@@ -435,9 +496,11 @@ class Store:
         uid = UID_PREFIX + secrets.token_hex(10)
         stamp = format_db_time(now or _now())
         with self._write() as cur:
+            # Inside the write transaction: no other create can take the name meanwhile.
+            if self.unique_names and cur.execute(_NAME_HELD, (user.id, name)).fetchone():
+                raise NameTakenError(name)
             cur.execute(
-                "INSERT INTO tokens (uid, user_id, name, description, scopes, created_at, "
-                "updated_at, expired_at, hashed_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_TOKEN,
                 (
                     uid,
                     user.id,
@@ -486,12 +549,34 @@ class Store:
             for n, uid in enumerate(uids)
         ]
         with self._write() as cur:
-            cur.executemany(
-                "INSERT INTO tokens (uid, user_id, name, description, scopes, created_at, "
-                "updated_at, expired_at, hashed_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            cur.executemany(_INSERT_TOKEN, rows)
         return uids
+
+    def update_token(
+        self,
+        user: UserRecord,
+        uid: str,
+        *,
+        description: str | None = None,
+        scopes: Iterable[str] | None = None,
+        expired_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> TokenRecord | None:
+        """Change a live token of ``user`` in place (None = unchanged; the secret never
+        changes); returns it, or None when there is no such live token."""
+        stamp = format_db_time(now or _now())
+        values = (
+            description,
+            json.dumps(list(scopes)) if scopes is not None else None,
+            format_db_time(expired_at) if expired_at is not None else None,
+            stamp,
+            uid,
+            user.id,
+        )
+        with self._write() as cur:
+            cur.execute(_UPDATE_TOKEN, values)
+            changed = cur.rowcount
+        return self.get_token(user, uid) if changed else None
 
     def get_token(self, user: UserRecord, uid: str) -> TokenRecord | None:
         """A live (not deleted) token of ``user``; another user's token is not found."""
