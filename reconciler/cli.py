@@ -135,6 +135,8 @@ def plan(
     detailed_exitcode: bool,
     lock: bool,
     prune: bool,
+    updates: str | None,
+    replace: tuple[str, ...],
     lock_timeout: str,
 ) -> None:
     """Show what apply would change. Read-only.
@@ -143,10 +145,18 @@ def plan(
     """
     import shlex
 
+    from reconciler.config_file import resolve_updates
     from reconciler.operations import PlanRequest, make_plan, save_plan
 
     timeout = lock_wait_seconds(lock_timeout)
-    request = PlanRequest(paths=paths, prune=prune, lock=lock, lock_timeout=timeout)
+    request = PlanRequest(
+        paths=paths,
+        prune=prune,
+        lock=lock,
+        lock_timeout=timeout,
+        updates=resolve_updates(updates),
+        replace=replace,
+    )
     with Runtime(options()) as runtime:
         planned = make_plan(runtime, request)
         _echo_plan(planned.plan, fmt)
@@ -249,6 +259,8 @@ def apply(
     force: bool,
     threshold: float,
     prune: bool,
+    updates: str | None,
+    replace: tuple[str, ...],
     lock_timeout: str,
 ) -> None:
     """Converge live tokens to the manifests (or carry out a saved plan).
@@ -257,6 +269,7 @@ def apply(
     file made by `reconciler plan --out`.
     """
     from reconciler import operations
+    from reconciler.config_file import resolve_updates
     from reconciler.errors import ApplyFailed
     from reconciler.render import apply_report
 
@@ -270,6 +283,8 @@ def apply(
         threshold=threshold,
         prune=prune,
         lock_timeout=lock_wait_seconds(lock_timeout),
+        updates=resolve_updates(updates),
+        replace=replace,
     )
     with Runtime(options()) as runtime:
         outcome = operations.apply(

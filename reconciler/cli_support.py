@@ -140,6 +140,22 @@ def plan_options(func: F) -> F:
     func = click.option(
         "--prune", is_flag=True, help="Also delete live tokens that are not declared."
     )(func)
+    func = click.option(
+        "--updates",
+        type=click.Choice(["in-place", "replace"]),
+        default=None,
+        help="How to change description, scopes or a fixed expiry: in place (default; "
+        "$RECONCILER_UPDATES, `updates:` in reconciler.yaml) or by replacing the token, for "
+        "an API without the update route.",
+    )(func)
+    func = click.option(
+        "--replace",
+        "replace",
+        multiple=True,
+        metavar="NAME",
+        help="Make a new generation of this managed token now and retire the previous one "
+        "at once, whatever its overlap (a leaked value). Repeatable.",
+    )(func)
     return func
 
 

@@ -28,7 +28,9 @@ from reconciler.yamlload import YMap, load_yaml
 CONFIG_FILE_NAME = "reconciler.yaml"
 ENV_STATE = "RECONCILER_STATE"
 
-TOP_LEVEL_KEYS = ("state",)
+ENV_UPDATES = "RECONCILER_UPDATES"
+TOP_LEVEL_KEYS = ("state", "updates")
+UPDATE_MODES = ("in-place", "replace")
 _S3_KEYS = ("backend", "bucket", "key", *OPTION_KEYS)
 _LOCAL_KEYS = ("backend", "path")
 
@@ -56,6 +58,45 @@ def resolve_state_location(
         return StateSetting(from_env, f"${ENV_STATE}")
     path = (cwd / CONFIG_FILE_NAME) if cwd is not None else Path(CONFIG_FILE_NAME)
     return load_state_setting(path)
+
+
+def resolve_updates(
+    flag: str | None, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> str:
+    """How changes the update route can make are made: --updates, then
+    $RECONCILER_UPDATES, then ``updates:`` in reconciler.yaml, then in-place."""
+    if flag:
+        return flag
+    env = os.environ if env is None else env
+    from_env = env.get(ENV_UPDATES, "").strip()
+    if from_env:
+        if from_env not in UPDATE_MODES:
+            raise ConfigError(
+                f"${ENV_UPDATES}={from_env!r} is not an update mode: use in-place or replace"
+            )
+        return from_env
+    path = (cwd / CONFIG_FILE_NAME) if cwd is not None else Path(CONFIG_FILE_NAME)
+    return _updates_setting(path) or "in-place"
+
+
+def _updates_setting(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    root, problems = load_yaml(text, str(path))
+    if problems or not isinstance(root, YMap) or root.get("updates") is None:
+        return None  # reported by the state setting's reading, which reads every key
+    value = root.get("updates")
+    if value not in UPDATE_MODES:
+        line = root.key_lines.get("updates")
+        raise ConfigError(
+            f"{path}:{line}: updates must be in-place or replace, not {value!r} (replace: "
+            "for an API without the route that updates a token in place)"
+        )
+    return str(value)
 
 
 def load_state_setting(path: Path) -> StateSetting | None:

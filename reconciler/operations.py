@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.applier import Applier, ApplyEvent, ApplyResult, require_sink
-from reconciler.errors import ConfigError
+from reconciler.errors import ConfigError, PlanError
 from reconciler.journal import Journal
 from reconciler.plan import DEFAULT_THRESHOLD, Plan
 from reconciler.runtime import Runtime
@@ -38,6 +39,10 @@ class PlanRequest:
     prune: bool = False
     lock: bool = True
     lock_timeout: float = 0.0
+    # "replace": every in-place update becomes a replacement (an API without the route).
+    updates: str = "in-place"
+    # Managed token names to replace now, previous generations retired at once.
+    replace: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -57,14 +62,45 @@ def load_manifests(paths: Sequence[str]) -> Manifests:
     return load(tuple(paths) or DEFAULT_MANIFESTS)
 
 
-def _plan_from(runtime: Runtime, manifests: Manifests, prune: bool) -> Planned:
+def _plan_from(
+    runtime: Runtime,
+    manifests: Manifests,
+    request: PlanRequest | ApplyRequest,
+) -> Planned:
     from reconciler.planner import build_plan
     from reconciler.spec import utcnow
 
     state = runtime.read_state()
     live = runtime.api.list()
-    plan = build_plan(manifests.tokens, live, state, now=utcnow(), prune=prune)
+    now = utcnow()
+    plan = build_plan(
+        manifests.tokens,
+        live,
+        state,
+        now=now,
+        prune=request.prune,
+        updates="replace" if request.updates == "replace" else "in-place",
+        replace=frozenset(request.replace),
+    )
+    refuse_born_expired(plan, manifests, now)
     return Planned(plan, manifests.digest, state, live)
+
+
+def refuse_born_expired(plan: Plan, manifests: Manifests, now: datetime) -> None:
+    """A create or replace whose new token would expire before it is made is refused: it
+    would not authenticate, and the next plan would say nothing is wrong."""
+    for action in plan.actions:
+        spec = action.spec
+        if not action.creates or spec is None or spec.expires.at is None:
+            continue
+        if spec.expires.at > now:
+            continue
+        file, line = manifests.locations.get(action.name, ("manifests", 0))
+        raise PlanError(
+            f"{file}:{line}: token {action.name}: expires {spec.expires.text()} is in "
+            f"the past, so the token the plan would {action.kind} would be born expired; set "
+            "a later date, or a duration such as expires: 90d"
+        )
 
 
 def _locked(
@@ -78,7 +114,7 @@ def make_plan(runtime: Runtime, request: PlanRequest) -> Planned:
     ``request.lock`` is False)."""
     manifests = load_manifests(request.paths)
     with _locked(runtime, "plan", request.lock, request.lock_timeout):
-        return _plan_from(runtime, manifests, request.prune)
+        return _plan_from(runtime, manifests, request)
 
 
 def save_plan(runtime: Runtime, planned: Planned, out: Path, *, prune: bool) -> None:
@@ -110,6 +146,8 @@ class ApplyRequest:
     threshold: float = DEFAULT_THRESHOLD
     prune: bool = False
     lock_timeout: float = 0.0
+    updates: str = "in-place"
+    replace: Sequence[str] = ()
 
 
 @dataclass
@@ -133,6 +171,11 @@ def read_saved_plan(request: ApplyRequest) -> SavedPlan | None:
         raise ConfigError(
             "--prune does not apply to a saved plan: it was decided when the plan was made "
             "(`reconciler plan --prune --out FILE`)"
+        )
+    if request.replace:
+        raise ConfigError(
+            "--replace does not apply to a saved plan: it was decided when the plan was made "
+            "(`reconciler plan --replace NAME --out FILE`)"
         )
     return saved
 
@@ -185,7 +228,7 @@ def apply(
             plan, state = _saved_plan_checked(runtime, saved)
         else:
             assert manifests is not None
-            planned = _plan_from(runtime, manifests, request.prune)
+            planned = _plan_from(runtime, manifests, request)
             plan, state = planned.plan, planned.state
         if show is not None:
             show(plan)

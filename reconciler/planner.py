@@ -469,7 +469,7 @@ def _owned_change(
             return _change(
                 "update", name, spec, token, reasons, expiry=p.comparison.expiry_differs(name)
             )
-        reasons = [*reasons, blocker]
+        reasons = [*reasons, *([blocker] if blocker else [])]
     return dataclasses.replace(
         _change(
             "replace",
@@ -493,10 +493,10 @@ def _update_blocker(p: _Planning, name: str, spec: TokenSpec) -> str | None:
     if not p.comparison.expiry_differs(name):
         return None
     expires = spec.expires
-    if expires.kind == "never":
-        return "the update route cannot clear an expiry, so a new token replaces it"
-    if expires.kind == "duration":
-        return "a duration counts from creation, so a new token replaces it"
+    if expires.kind != "at":
+        # "expiry changed: ... -> never" or "... creation + 90d" already says why: PATCH
+        # cannot clear an expiry, and a duration counts from creation.
+        return ""
     assert expires.at is not None
     if expires.at <= p.now:
         return "the new expiry is in the past, so an update would leave the token invalid"

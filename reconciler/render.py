@@ -158,11 +158,10 @@ def render_text(plan: Plan, *, color: bool) -> str:
             lines.append(f"      {plain(conflict.reason)}")
             lines.append(f"      fix: {plain(conflict.fix)}")
         lines.append("")
-    if plan.notes:
-        lines.append("Notes:")
-        lines.extend(f"  - {plain(note)}" for note in plan.notes)
-        lines.append("")
     lines.append(style(summary_line(plan), bold=True))
+    if plan.notes:
+        # After the summary: "No changes." stays the first line when nothing is to do.
+        lines += ["", "Notes:", *(f"  - {plain(note)}" for note in plan.notes)]
     return "\n".join(lines) + "\n"
 
 

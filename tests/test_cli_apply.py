@@ -237,19 +237,21 @@ def test_owned_token_that_differs_is_replaced_new_first(
     old_uid = before["svc"]
     ws.declare(token("svc", **{"scopes": ["api"], **change}), token("other"))
 
-    plan = ws.plan("--detailed-exitcode")
+    # Scopes and description could be updated in place; --updates replace replaces.
+    plan = ws.plan("--detailed-exitcode", "--updates", "replace")
     assert plan.exit_code == 2, plan
     line = next(text for text in plan.stdout.splitlines() if "replace" in text and "svc" in text)
     assert "-/+ replace" in line and old_uid in line and reason in line, plan
     assert "Plan: 0 to create, 1 to replace, 0 to delete, 0 to adopt. 1 unchanged" in plan.stdout
 
-    applied = ws.apply(fast=True)
+    applied = ws.apply("--updates", "replace", fast=True)
     assert applied.exit_code == 0, applied
     assert "Apply complete: 1 replaced." in applied.stdout
     new_uid = ws.owned()["svc"]
     assert new_uid != old_uid
     assert ws.owned()["other"] == before["other"]
-    assert ws.live_by_name() == {"svc": [new_uid], "other": [before["other"]]}
+    # Names are unique among live tokens: the new generation is svc-2 while svc lives.
+    assert ws.live_by_name() == {"svc-2": [new_uid], "other": [before["other"]]}
     # The new token existed before the old one was deleted (there is no update endpoint,
     # and a gap would break whoever uses the token).
     rows = db_rows(ws.api)
@@ -258,7 +260,7 @@ def test_owned_token_that_differs_is_replaced_new_first(
     assert rows[new_uid][0] < old_deleted
     assert ws.uid_of_secret(ws.secrets()["svc"]) == new_uid
 
-    assert ws.plan("--detailed-exitcode", fast=True).exit_code == 0
+    assert ws.plan("--detailed-exitcode", "--updates", "replace", fast=True).exit_code == 0
 
 
 def test_owned_token_removed_from_manifests_is_deleted(ws: Workspace) -> None:

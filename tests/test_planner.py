@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.errors import PlanError
 from reconciler.plan import Action, Plan
-from reconciler.planner import build_plan
+from reconciler.planner import Updates, build_plan
 from reconciler.spec import Expiry, TokenSpec
 from reconciler.state import OwnedToken, PendingCreate, State
 from reconciler.token import ApiToken
@@ -75,6 +75,7 @@ def plan_for(
     *,
     now: datetime = NOW,
     prune: bool = False,
+    updates: Updates = "in-place",
 ) -> Plan:
     return build_plan(
         {s.name: s for s in desired},
@@ -82,6 +83,7 @@ def plan_for(
         state if state is not None else state_of(),
         now=now,
         prune=prune,
+        updates=updates,
     )
 
 
@@ -112,7 +114,10 @@ def test_scope_order_and_duplicates_do_not_matter() -> None:
 def test_owned_scope_change_is_replace_with_plus_minus_reason() -> None:
     s = spec("ci", scopes=["api", "read_cluster"])
     plan = plan_for(
-        [s], [token("u1", "ci", scopes=["api", "write_cluster"])], state_of(("ci", "u1", s))
+        [s],
+        [token("u1", "ci", scopes=["api", "write_cluster"])],
+        state_of(("ci", "u1", s)),
+        updates="replace",
     )
     action = only(plan)
     assert action.kind == "replace"
@@ -126,7 +131,9 @@ def test_owned_scope_change_is_replace_with_plus_minus_reason() -> None:
 
 def test_owned_description_change_is_replace() -> None:
     s = spec("ci", "new text")
-    action = only(plan_for([s], [token("u1", "ci", "old text")], state_of(("ci", "u1", s))))
+    action = only(
+        plan_for([s], [token("u1", "ci", "old text")], state_of(("ci", "u1", s)), updates="replace")
+    )
     assert (action.kind, action.reasons) == ("replace", ("description changed",))
 
 
@@ -298,7 +305,12 @@ def test_pending_orphan_during_replace_keeps_the_replace() -> None:
     s = spec("ci", "new")
     started = NOW - timedelta(minutes=1)
     live = [token("u-old", "ci", "old"), token("u-new", "ci", "new", created_at=NOW)]
-    plan = plan_for([s], live, state_of(("ci", "u-old", s), pending=[PendingCreate("ci", started)]))
+    plan = plan_for(
+        [s],
+        live,
+        state_of(("ci", "u-old", s), pending=[PendingCreate("ci", started)]),
+        updates="replace",
+    )
     assert [(a.kind, a.uid) for a in plan.actions] == [("delete", "u-new"), ("replace", "u-old")]
 
 
@@ -419,7 +431,15 @@ def test_actions_are_ordered_by_name_then_kind_whatever_the_input_order() -> Non
 
 def test_summary_counts_every_kind() -> None:
     plan = plan_for([spec("a")], [token("u-x", "x")], state_of(("g", "u-g", spec("g"))), prune=True)
-    assert plan.summary() == {"create": 1, "replace": 0, "delete": 1, "adopt": 0, "forget": 1}
+    assert plan.summary() == {
+        "create": 1,
+        "replace": 0,
+        "update": 0,
+        "delete": 1,
+        "retire": 0,
+        "adopt": 0,
+        "forget": 1,
+    }
 
 
 def test_plan_round_trips_through_dict_and_json() -> None:
@@ -492,7 +512,7 @@ def test_check_counts_spec_change_replaces() -> None:
     specs, live, state = _owned_world(10)
     changed = [spec(s.name, "new", expires="90d") if i < 4 else s for i, s in enumerate(specs)]
     with pytest.raises(PlanError, match="delete or replace 4 of 10"):
-        plan_for(changed, live, state).check()
+        plan_for(changed, live, state, updates="replace").check()
 
 
 def test_check_ignores_rotation_and_expiry_replaces() -> None:
@@ -539,7 +559,7 @@ def test_plans_ten_thousand_tokens_with_one_percent_drift() -> None:
         spec(s.name, "drift", ["read_cluster"], "90d", timedelta(days=14)) if i % 100 == 0 else s
         for i, s in enumerate(specs)
     ]
-    plan = plan_for(drifted, live, state)
+    plan = plan_for(drifted, live, state, updates="replace")
     # Scale correctness only; speed is measured in bench/, not asserted here.
     assert plan.summary()["replace"] == 100 and plan.unchanged == 9_900
 

@@ -294,7 +294,9 @@ def _install_auth_current(app: FastAPI) -> None:
         responses=_errors(),
         summary="The user the API key belongs to (any live token value works as a key)",
     )
-    async def current_user(who: Caller) -> JSONResponse:
+    async def current_user(request: Request, who: Caller) -> JSONResponse:
+        if request.app.injector.faults.refuse_auth_current and not who.is_admin:
+            raise ApiProblem(401, "API key unknown, expired or deleted")  # injected fault
         return JSONResponse(user_to_wire(who.user))
 
 

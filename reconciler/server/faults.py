@@ -36,6 +36,9 @@ class Faults:
     lose_next_creates: int = 0
     error_after_create_rate: float = 0.0
     error_after_next_creates: int = 0
+    # /auth/current answers 401 to every key but the admin key: a new token's value is
+    # refused when reconciler tries to prove it (its previous generation must survive).
+    refuse_auth_current: bool = False
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -72,7 +75,10 @@ class Faults:
             raise ValueError(f"unknown fault settings: {', '.join(unknown)}")
         changes: dict[str, Any] = {}
         for key, value in data.items():
-            if key == "seed":
+            if key == "refuse_auth_current":
+                if not isinstance(value, bool):
+                    raise ValueError("refuse_auth_current must be true or false")
+            elif key == "seed":
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                     raise ValueError("seed must be an integer or null")
             elif key in (
