@@ -146,7 +146,7 @@ def test_overlap_keeps_the_previous_generation_until_it_ends(ws: Workspace) -> N
     assert f"svc: previous generation svc {old_uid} kept until" in kept.stdout
     time.sleep(3.5)
     due = ok(ws.run("plan", "--detailed-exitcode", "--updates", "replace"), 2)
-    assert f"-   retire   svc" in due.stdout and old_uid in due.stdout
+    assert "-   retire   svc" in due.stdout and old_uid in due.stdout
     applied = ok(ws.run(*APPLY, "--updates", "replace"))
     assert "1 retired" in applied.stdout
     assert not works(ws.api, old_value) and works(ws.api, new_value)
