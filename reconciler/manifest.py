@@ -602,9 +602,9 @@ def _problem_for(error: Any, root: Any, display: str) -> Problem:
         message = f"invalid name {clip(value)}: a name must be {NAME_RULE}{hint}"
     elif kind == "string_too_long" and field_name == "name":
         message = (
-            f"name {clip(value)} is {len(str(value))} characters: a manifest name is at most "
-            f"{MAX_MANIFEST_NAME}, leaving room for the -N suffix a new generation may need "
-            "(DNS-1035 allows 63); shorten it"
+            f"invalid name {clip(value)}: a manifest name is at most {MAX_MANIFEST_NAME} "
+            "characters, so that the -N suffix a new generation may need still fits a "
+            "DNS-1035 label (at most 63 characters); shorten it"
         )
     elif kind == "value_error":
         message = str(error["ctx"]["error"])

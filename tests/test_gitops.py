@@ -68,6 +68,7 @@ def secrets_in(path: Path) -> dict[str, str]:
 
 
 def test_saved_plan_round_trip_applies_exactly_what_was_planned(ws: Workspace) -> None:
+    (ws.root / "reconciler.yaml").write_text("updates: replace\n", encoding="utf-8")
     ws.manifest(DEPLOYER, GRAFANA)
     planned = ok(ws.run("plan", "--out", "plan.json"))
     assert "Saved the plan to plan.json. Apply it with: reconciler apply plan.json" in (
@@ -163,6 +164,8 @@ def _applied_base(ws: Workspace) -> None:
     ws.manifest(DEPLOYER, GRAFANA)
     ws.setup("apply", "--auto-approve", "--discard-secrets")
     ws.manifest({**DEPLOYER, "scopes": ["api", "write_cluster"]}, GRAFANA, AUDIT)
+    # A scope change replaces (as on an API without the update route), not updates.
+    (ws.root / "reconciler.yaml").write_text("updates: replace\n", encoding="utf-8")
 
 
 def _assert_stale(ws: Workspace, *needles: str) -> None:
@@ -359,6 +362,8 @@ def every_kind(ws: Workspace) -> Workspace:
     old_bot = {"name": "old-bot", "description": "Retired", "scopes": ["api"]}
     gone_bot = {"name": "gone-bot", "description": "Deleted by hand", "scopes": ["api"]}
     ws.manifest(KEEP, reader, old_bot, gone_bot, NIGHTLY)
+    # reader's scope change is a replacement here (updates in place: tests/test_updates.py).
+    (ws.root / "reconciler.yaml").write_text("updates: replace\n", encoding="utf-8")
     ws.setup("apply", "--auto-approve", "--discard-secrets")
     owned = ws.owned()
     expires = utcnow() + timedelta(days=3, hours=1)
@@ -398,7 +403,9 @@ def test_plan_formats_with_every_action_kind_match_snapshots(every_kind: Workspa
     assert data["summary"] == {
         "create": 1,
         "replace": 2,
+        "update": 0,
         "delete": 1,
+        "retire": 0,
         "adopt": 1,
         "forget": 1,
         "unchanged": 1,

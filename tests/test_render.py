@@ -234,7 +234,9 @@ def test_json_is_the_plan_document() -> None:
     assert data["summary"] == {
         "create": 1,
         "replace": 2,
+        "update": 0,
         "delete": 1,
+        "retire": 0,
         "adopt": 1,
         "forget": 1,
         "unchanged": 40,
