@@ -34,6 +34,7 @@ _UNITS = {
     "m": timedelta(minutes=1),
     "s": timedelta(seconds=1),
 }
+_NOT_A_DURATION = "is not a duration: use a positive whole number and unit,"
 _DURATION_FORMS = "such as 12h, 90d or 2w (units s, m, h, d, w, also combined: 1h30m)"
 # Longer than any token policy needs, short enough that now + duration is a valid datetime.
 MAX_DURATION = timedelta(days=36500)
@@ -69,7 +70,7 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     match = DURATION_PATTERN.match(text)
     if match is None or not is_duration(text):
         raise ValueError(
-            f"{clip(text)} is not a duration: use a positive whole number and unit, {_DURATION_FORMS}"
+            f"{clip(text)} {_NOT_A_DURATION} {_DURATION_FORMS}"
         )
     parts = [(match.group(i), unit) for i, unit in zip((2, 4, 6, 8, 10), "wdhms", strict=True)]
     # Length first: int() of thousands of digits is slow, and refused past 4300.
@@ -84,7 +85,7 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
         )
     if not delta and not allow_zero:
         raise ValueError(
-            f"{clip(text)} is not a duration: use a positive whole number and unit, {_DURATION_FORMS}"
+            f"{clip(text)} {_NOT_A_DURATION} {_DURATION_FORMS}"
         )
     spelt = Duration(seconds=delta.total_seconds())
     spelt.spelling = "".join(f"{int(d)}{u}" for d, u in parts if d) if delta else "0s"
