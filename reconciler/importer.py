@@ -32,6 +32,11 @@ def import_token(runtime: Runtime, name: str, uid: str, paths: Sequence[str]) ->
     holder = state.owner_of(uid)
     if holder is not None:
         raise StateError(f"token {uid} is already owned as {holder.name}")
+    if uid in state.previous:
+        previous = state.previous[uid]
+        raise StateError(
+            f"token {uid} is already owned as a previous generation of {previous.name}"
+        )
     live = runtime.api.get(uid)
     if live is None:
         raise PlanError(f"token {uid} does not exist (or is not visible to this API key)")
@@ -40,8 +45,14 @@ def import_token(runtime: Runtime, name: str, uid: str, paths: Sequence[str]) ->
             f"token {uid} is named {live.name!r}, not {name!r}; BentoCloud cannot rename "
             "tokens, so import it under its own name"
         )
+    # Proven: a token someone already uses; its value is not ours to test.
     owned = OwnedToken(
-        name=name, uid=uid, spec=spec, created_at=live.created_at, expired_at=live.expired_at
+        name=name,
+        uid=uid,
+        spec=spec,
+        created_at=live.created_at,
+        expired_at=live.expired_at,
+        live_name=live.name,
     )
     runtime.backend.write(state.with_token(owned))
     return (

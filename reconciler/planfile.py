@@ -65,6 +65,8 @@ def affected_tokens(plan: Plan, live: Sequence[ApiToken]) -> tuple[dict[str, Any
     scopes, expired_at): those named by an action or a conflict, and those whose uid an
     action names. Other tokens may change freely between plan and apply."""
     names = {a.name for a in plan.actions} | {c.name for c in plan.conflicts}
+    # The live names new generations get: one taken since makes the plan stale.
+    names |= {a.live_name for a in plan.actions if a.creates}
     uids = {a.uid for a in plan.actions if a.uid}
     rows = [_row(t) for t in live if t.deleted_at is None and (t.name in names or t.uid in uids)]
     return tuple(sorted(rows, key=lambda r: (r["name"], r["uid"])))

@@ -69,9 +69,7 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     forms. Zero ('0s') only with ``allow_zero`` (an overlap may be none)."""
     match = DURATION_PATTERN.match(text)
     if match is None or not is_duration(text):
-        raise ValueError(
-            f"{clip(text)} {_NOT_A_DURATION} {_DURATION_FORMS}"
-        )
+        raise ValueError(f"{clip(text)} {_NOT_A_DURATION} {_DURATION_FORMS}")
     parts = [(match.group(i), unit) for i, unit in zip((2, 4, 6, 8, 10), "wdhms", strict=True)]
     # Length first: int() of thousands of digits is slow, and refused past 4300.
     if any(digits is not None and len(digits) > 9 for digits, _ in parts):
@@ -84,9 +82,7 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
             f"{clip(text)} is too long: a duration is at most 100 years (36500d, 5214w)"
         )
     if not delta and not allow_zero:
-        raise ValueError(
-            f"{clip(text)} {_NOT_A_DURATION} {_DURATION_FORMS}"
-        )
+        raise ValueError(f"{clip(text)} {_NOT_A_DURATION} {_DURATION_FORMS}")
     spelt = Duration(seconds=delta.total_seconds())
     spelt.spelling = "".join(f"{int(d)}{u}" for d, u in parts if d) if delta else "0s"
     return spelt

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +30,13 @@ ORPHAN_SKEW = timedelta(minutes=2)
 
 
 def token_spec(
-    name: str, *, scopes: tuple[str, ...] = ("api",), description: str = ""
+    name: str, *, scopes: tuple[str, ...] = ("api",), description: str = "", overlap: str = ""
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": name, "scopes": list(scopes)}
     if description:
         spec["description"] = description
+    if overlap:
+        spec["overlap"] = overlap
     return spec
 
 
@@ -143,22 +145,24 @@ class Recoverable:
 
 def check_recoverable(ws: Workspace) -> Recoverable:
     """What must hold at any instant of an interrupted apply: state is readable and every
-    live token is either owned, the old half of a replacement (retired), or the orphan of
-    a recorded pending create that the next plan deletes. Nothing else may exist: that
-    would be a token nobody will ever clean up, whose secret may be lost."""
+    live token is either owned, a previous generation of a replacement, or the orphan of
+    a recorded pending create (matched by the exact live name it sent) that the next plan
+    deletes. Nothing else may exist: that would be a token nobody will ever clean up,
+    whose secret may be lost."""
     state = ws.read_state()
     live = ws.live()
     if state is None:
         assert not live, f"no state was written, yet {len(live)} tokens exist"
         return Recoverable(0, 0, 0)
     owned = {t.uid for t in state.tokens.values()}
-    retired = set(state.retired)
+    retired = set(state.previous)
+    pending_by_live_name = {p.live_name: p for p in state.pending.values()}
     orphans = 0
     strays: list[str] = []
     for token in live:
         if token.uid in owned or token.uid in retired:
             continue
-        pending = state.pending.get(token.name)
+        pending = pending_by_live_name.get(token.name)
         created = parse_db_time(token.created_at)
         assert created is not None
         if pending is not None and created >= pending.started_at - ORPHAN_SKEW:
@@ -174,28 +178,40 @@ def check_recoverable(ws: Workspace) -> Recoverable:
 
 
 def check_converged(ws: Workspace) -> None:
-    """The guarantee after a successful apply: exactly one live token per declared name and
-    nothing else; state owns exactly those (nothing pending or retired); and the secrets
-    file holds, for every name, a value that authenticates as that very token."""
+    """The guarantee after a successful apply: exactly one current generation per declared
+    name, live under the live name state records, proven; besides them only previous
+    generations still inside their overlap, and nothing else; nothing pending; and the
+    secrets file holds, for every name, a value that authenticates as that very token."""
     declared = set(ws.specs)
     live = ws.live()
     counts = Counter(t.name for t in live)
     duplicates = {name: n for name, n in counts.items() if n > 1}
     assert not duplicates, f"duplicate live tokens: {duplicates}"
-    assert set(counts) == declared, (
-        f"missing: {sorted(declared - set(counts))}, extra: {sorted(set(counts) - declared)}"
-    )
-    by_name = {t.name: t for t in live}
+    live_by_uid = {t.uid: t for t in live}
 
     state = ws.read_state()
     assert state is not None
     assert not state.pending, f"pending creates left in state: {sorted(state.pending)}"
-    assert not state.retired, f"retired tokens left in state: {sorted(state.retired)}"
-    assert set(state.tokens) == declared
+    assert set(state.tokens) == declared, (
+        f"missing: {sorted(declared - set(state.tokens))}, "
+        f"extra: {sorted(set(state.tokens) - declared)}"
+    )
+    now = datetime.now(timezone.utc)
+    for uid, generation in state.previous.items():
+        assert uid in live_by_uid, f"previous generation {uid} is gone but still in state"
+        due = generation.retire_after is None or generation.retire_after <= now
+        assert not due, f"previous generation {uid} of {generation.name} is overdue"
+    current = {owned.uid for owned in state.tokens.values()}
+    extra = [t.name for t in live if t.uid not in current and t.uid not in state.previous]
+    assert not extra, f"live tokens neither current nor previous generations: {extra}"
+    by_name = {}
     for name, owned in state.tokens.items():
-        assert owned.uid == by_name[name].uid, f"{name}: state owns {owned.uid}, live is other"
+        token = live_by_uid.get(owned.uid)
+        assert token is not None, f"{name}: state owns {owned.uid}, which is not live"
+        assert token.name == owned.live_name and owned.proven, name
+        by_name[name] = token
         recorded = set(owned.spec.scopes)
-        assert recorded == set(by_name[name].scopes) == set(ws.specs[name]["scopes"]), name
+        assert recorded == set(token.scopes) == set(ws.specs[name]["scopes"]), name
 
     sink = ws.sink_values()
     undelivered: list[str] = []

@@ -54,7 +54,7 @@ APPLY_WINDOW = {1: 1.3, 2: 0.8, 4: 0.5}
 @dataclass(frozen=True)
 class Trial:
     index: int
-    kind: str  # "create" (40 new tokens) or "update" (replaces, deletes and creates)
+    kind: str  # "create" (40 new tokens) or "update" (updates, rotations, deletes, creates)
     latency_ms: float
     parallelism: int
     faulty: bool  # lost creates and 5xx-after-commit during the killed run
@@ -139,8 +139,11 @@ def _run_trial(trial: Trial, factory: LocalApiFactory, root: Path) -> Outcome:
         ws.declare([token_spec(name) for name in names])
         first = ws.apply(parallelism=8)
         assert first.code == 0, first
+        # In-place updates, rotations into a new generation that keeps the previous one
+        # through an overlap, unchanged tokens, deletes and creates.
         ws.declare(
-            [token_spec(n, scopes=("api", "read_cluster")) for n in names[:15]]
+            [token_spec(n, scopes=("api", "read_cluster")) for n in names[:8]]
+            + [{**token_spec(n, overlap="1h"), "expires": "30d"} for n in names[8:15]]
             + [token_spec(n) for n in names[15:35]]
             + [token_spec(f"t{trial.index}-new-{k}") for k in range(10)]
         )
