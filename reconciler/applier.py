@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from reconciler.client import ApiTokenAPI
@@ -176,7 +176,9 @@ class Applier:
         token = self._create(spec, action.live_name)
         delivered = self.now()
         keep = spec.overlap and not action.retire_now and (old is None or old.proven)
-        retire_after = delivered + spec.overlap if keep else None
+        # Whole seconds, rounded up: the instant is shown in plans and never early.
+        end = delivered + spec.overlap + timedelta(microseconds=999_999)
+        retire_after = end.replace(microsecond=0) if keep else None
         new = _owned(spec, token, proven=old is None)
 
         def swap(s: State) -> State:

@@ -354,7 +354,7 @@ def _plan_owned(p: _Planning) -> None:
         if current is not None:
             p.owned_count += 1
             if spec is None:
-                p.actions.append(_delete(current, REASON_REMOVED))
+                p.actions.append(_delete(current, REASON_REMOVED, name=name))
             else:
                 p.compared[name] = ("replace", spec, current)
                 p.comparison.add(name, spec, current)

@@ -64,9 +64,12 @@ def test_ambiguous_creates_deliver_every_secret_exactly_once(
     _runs, injected = _converge_under(ws, faults)
     assert injected.get("lost_create", 0) + injected.get("error_after_create", 0) >= 3, injected
 
-    # Replacements go through the same create path: change every scope, under the faults.
-    ws.declare([token_spec(f"amb-{n}", scopes=("api", "read_cluster")) for n in range(30)])
-    _converge_under(ws, faults, "--force")
+    # Replacements go through the same create path (under a NAME-2 live name, proven,
+    # the previous generation kept through an overlap): change every scope, under faults.
+    ws.declare(
+        [token_spec(f"amb-{n}", scopes=("api", "read_cluster"), overlap="1h") for n in range(30)]
+    )
+    _converge_under(ws, faults, "--force", "--updates", "replace")
 
 
 def test_a_lost_create_is_cleaned_up_within_the_same_run(
@@ -138,9 +141,12 @@ def test_apply_converges_on_a_faulty_api(
     runs, injected = _converge_under(ws, faults)
     report.append(f"create: {runs} runs, {injected}")
 
+    # Rotations into new generations (previous ones kept through an overlap), in-place
+    # updates, deletes and creates.
     ws.declare(
-        [token_spec(n, description="rotated") for n in names[:6]]
-        + [token_spec(n) for n in names[6:13]]
+        [{**token_spec(n, overlap="1h"), "expires": "30d"} for n in names[:6]]
+        + [token_spec(n, description="updated in place") for n in names[6:9]]
+        + [token_spec(n) for n in names[9:13]]
         + [token_spec(f"flaky-new-{k}") for k in range(4)]
     )
     runs, injected = _converge_under(ws, {**faults, "seed": SEED + 1}, "--force")

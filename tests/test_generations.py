@@ -263,3 +263,18 @@ def test_manifest_names_leave_room_for_the_generation_suffix(ws: Workspace) -> N
     ws.manifest(token("ok", expires="1h30m", rotate_before="90m"))
     result = ws.run("validate")
     assert result.exit_code == 1 and "rotate_before (90m) must be shorter" in result.stderr
+
+
+def test_removing_a_token_deletes_every_generation(ws: Workspace) -> None:
+    ws.manifest(token("a", overlap="1h"), token("b"))
+    ws.setup(*APPLY)
+    ok(ws.run(*APPLY, "--updates", "replace", "--replace", "a"))
+    ws.manifest(token("a", description="changed", overlap="1h"), token("b"))
+    ok(ws.run(*APPLY, "--updates", "replace"))
+    assert len(ws.state()["previous"]) == 1
+    ws.manifest(token("b"))
+    plan = ok(ws.run("plan"))
+    assert "-   retire   a (a-2)" in plan.stdout and "-   delete   a " in plan.stdout
+    ok(ws.run(*APPLY))
+    assert set(ws.live()) == {"b"} and ws.state()["previous"] == []
+    assert ok(ws.run("plan", "--detailed-exitcode")).stdout.startswith("No changes.")

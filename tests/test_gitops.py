@@ -362,7 +362,7 @@ def every_kind(ws: Workspace) -> Workspace:
     old_bot = {"name": "old-bot", "description": "Retired", "scopes": ["api"]}
     gone_bot = {"name": "gone-bot", "description": "Deleted by hand", "scopes": ["api"]}
     ws.manifest(KEEP, reader, old_bot, gone_bot, NIGHTLY)
-    # reader's scope change is a replacement here (updates in place: tests/test_updates.py).
+    # reader's scope change is a replacement here (in-place updates: test_generations.py).
     (ws.root / "reconciler.yaml").write_text("updates: replace\n", encoding="utf-8")
     ws.setup("apply", "--auto-approve", "--discard-secrets")
     owned = ws.owned()
