@@ -175,7 +175,7 @@ class Applier:
         old = self.journal.state.tokens.get(action.name) if action.kind == "replace" else None
         token = self._create(spec, action.live_name)
         delivered = self.now()
-        keep = spec.overlap and not action.retire_now and (old is None or old.proven)
+        keep = bool(spec.overlap) and not action.retire_now and (old is None or old.proven)
         # Whole seconds, rounded up: the instant is shown in plans and never early.
         end = delivered + spec.overlap + timedelta(microseconds=999_999)
         retire_after = end.replace(microsecond=0) if keep else None

@@ -9,7 +9,7 @@ manifest name when it is free, else the lowest free NAME-N.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from reconciler.plan import Action, LiveView
@@ -28,16 +28,21 @@ REASON_PREVIOUS_GONE = "previous generation already gone (expired or deleted)"
 
 
 def choose_live_name(
-    name: str, taken: Collection[str], declared: Collection[str], chosen: Collection[str]
+    name: str,
+    taken: Collection[str] | Callable[[str], bool],
+    declared: Collection[str],
+    chosen: Collection[str],
 ) -> str:
     """``name`` when no live token holds it, else ``name-N`` with the lowest N >= 2 that no
-    live token holds, no manifest declares and no other action of the plan chose."""
-    if name not in taken and name not in chosen:
+    live token holds, no manifest declares and no other action of the plan chose.
+    ``taken`` is the set of held names, or a function telling whether a name is held."""
+    held = taken if callable(taken) else taken.__contains__
+    if not held(name) and name not in chosen:
         return name
     n = 2
     while True:
         candidate = f"{name}-{n}"
-        if candidate not in taken and candidate not in declared and candidate not in chosen:
+        if not held(candidate) and candidate not in declared and candidate not in chosen:
             return candidate
         n += 1
 
@@ -60,8 +65,11 @@ def assign_live_names(
     for action in actions:
         if action.creates and action.after is not None:
             gone = freed.get(action.name, set())
-            taken = {n for n, uids in holders.items() if uids - gone}
-            live_name = choose_live_name(action.name, taken, declared, chosen)
+
+            def held(candidate: str, gone: set[str] = gone) -> bool:
+                return bool(holders.get(candidate, set()) - gone)
+
+            live_name = choose_live_name(action.name, held, declared, chosen)
             chosen.add(live_name)
             action = dataclasses.replace(
                 action, after=dataclasses.replace(action.after, live_name=live_name)
