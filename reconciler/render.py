@@ -210,7 +210,7 @@ def _md_fix(fix: str) -> str:
 
 def _md_reasons(action: Action) -> str:
     cells = [md(r) for r in action.reasons]
-    if action.kind == "replace":
+    if action.kind in ("replace", "update"):
         cells += [
             f"{md(attr)}: {md_code(old)} → {md_code(new)}" for attr, old, new in _changes(action)
         ]

@@ -188,7 +188,7 @@ class _OwnedV2(BaseModel):
 class _PendingV2(BaseModel):
     model_config = _STRICT
     name: Name
-    live_name: Name
+    live_name: Name | None = None  # the manifest name when absent
     started_at: Moment
 
 
@@ -219,7 +219,9 @@ class _StateV2(BaseModel):
     def to_state(self) -> State:
         tokens = _unique([t.to_owned() for t in self.tokens], lambda t: t.name, "tokens")
         previous = [g.to_previous() for g in self.previous]
-        pending = [PendingCreate(p.name, p.started_at, p.live_name) for p in self.pending_creates]
+        pending = [
+            PendingCreate(p.name, p.started_at, p.live_name or p.name) for p in self.pending_creates
+        ]
         return State(
             endpoint=self.endpoint,
             lineage=self.lineage,

@@ -443,7 +443,7 @@ def replace_serial(state: State, serial: int) -> State:
         serial=serial,
         tokens=state.tokens,
         pending=state.pending,
-        retired=state.retired,
+        previous=state.previous,
     )
 
 

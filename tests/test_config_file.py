@@ -94,7 +94,10 @@ def test_empty_settings_mean_default(tmp_path: Path, text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("stat:\n  backend: s3\n", ["reconciler.yaml:1: unknown key 'stat' (known: state)"]),
+        (
+            "stat:\n  backend: s3\n",
+            ["reconciler.yaml:1: unknown key 'stat' (known: state, updates)"],
+        ),
         ("state: s3://b/k\n", ["reconciler.yaml:1: state must be a mapping"]),
         ("state:\n  bucket: b\n", ["reconciler.yaml:1: state.backend must be s3 or local"]),
         ("state:\n  backend: gcs\n", ["reconciler.yaml:2: state.backend must be s3 or local"]),

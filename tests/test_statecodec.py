@@ -15,7 +15,7 @@ from reconciler import statecodec
 from reconciler.backends import LocalStateBackend
 from reconciler.errors import StateError
 from reconciler.spec import TokenSpec
-from reconciler.state import OwnedToken, PendingCreate, State
+from reconciler.state import OwnedToken, PendingCreate, PreviousGeneration, State
 from reconciler.statecodec import StateEncoder, decode_state, encode_state
 from reconciler.statemove import state_json
 
@@ -29,7 +29,8 @@ def _rich_state() -> State:
     moment = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
     state = state.with_pending(PendingCreate("new-one", moment))
     spec = TokenSpec("old-one", description='quote " and \\ and é\n', scopes=frozenset({"api"}))
-    return state.with_retired(OwnedToken("old-one", "tok-old", spec, moment, None))
+    old = OwnedToken("old-one", "tok-old", spec, moment, None)
+    return state.with_previous(PreviousGeneration.of(old, None))
 
 
 def test_encoder_is_json_dumps_byte_for_byte_across_versions() -> None:
