@@ -278,3 +278,19 @@ def test_removing_a_token_deletes_every_generation(ws: Workspace) -> None:
     ok(ws.run(*APPLY))
     assert set(ws.live()) == {"b"} and ws.state()["previous"] == []
     assert ok(ws.run("plan", "--detailed-exitcode")).stdout.startswith("No changes.")
+
+
+def test_adopting_many_tokens_makes_no_request_per_token_and_one_state_write(
+    ws: Workspace,
+) -> None:
+    names = [f"svc-{n:02d}" for n in range(25)]
+    for name in names:
+        ws.seed(name, scopes=["api"])
+    ws.manifest(*(token(name) for name in names))
+    ws.api.reset_stats()
+    applied = ok(ws.run("apply", "--auto-approve"))
+    assert "Apply complete: 25 adopted." in applied.stdout
+    requests = ws.api.stats()["requests"]
+    assert not any(route.startswith("GET /api/v1/api_tokens/") for route in requests), requests
+    assert ws.state()["serial"] == 1  # one write for every adoption
+    assert sorted(ws.owned()) == names
