@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from clihelpers import CliResult, run_cli
-from conftest import LocalApi
+from conftest import LocalApi, LocalApiFactory
 
 CREATE_ROUTE = "POST /api/v1/api_tokens"
 
@@ -364,7 +364,11 @@ def test_values_of_deleted_and_replaced_tokens_leave_the_secrets_file(repo: Repo
     assert all(store.authenticate(value) is not None for value in values.values())
 
 
-def test_deleting_an_unowned_duplicate_keeps_the_owned_value(repo: Repo) -> None:
+def test_deleting_an_unowned_duplicate_keeps_the_owned_value(
+    tmp_path: Path, local_api_factory: LocalApiFactory
+) -> None:
+    # An unowned token of the same name only exists on a server that allows duplicates.
+    repo = Repo(tmp_path / "repo", local_api_factory(allow_duplicate_names=True))
     repo.declare("reader")
     assert repo.apply().exit_code == 0
     value = repo.values()["reader"]
