@@ -18,7 +18,6 @@ from reconciler.atomicfile import pid_running
 from reconciler.backends.lockinfo import LockInfo
 from reconciler.errors import LockError, StateError
 from reconciler.state import State
-from reconciler.statecodec import decode_state
 
 Version = tuple[str, int]
 
@@ -81,6 +80,8 @@ class StateBackend(ABC):
 
     def decode(self, raw: bytes) -> State:
         """Stored bytes as a State; StateError (one line, nothing changed) if malformed."""
+        from reconciler.statecodec import decode_state  # pydantic: only once state is read
+
         return decode_state(raw, source=self.describe(), restore=self.restore_hint())
 
     def check_based_on(self, state: State, stored: Version) -> None:

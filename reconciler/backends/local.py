@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler import atomicfile
 from reconciler.atomicfile import NotAFileError
@@ -22,7 +23,9 @@ from reconciler.backends.base import StateBackend, Version
 from reconciler.backends.lockinfo import LockInfo
 from reconciler.errors import LockError, StateError
 from reconciler.state import State
-from reconciler.statecodec import StateEncoder
+
+if TYPE_CHECKING:
+    from reconciler.statecodec import StateEncoder
 
 _MODE = 0o600
 # A lock file is created empty and filled by the next write; a reader that lands in between
@@ -54,7 +57,7 @@ class LocalStateBackend(StateBackend):
         self._seen: str | None = None
         # (lineage, serial) of those bytes, so that write() need not parse them again.
         self._seen_version: Version | None = None
-        self._encoder = StateEncoder()
+        self._encoder: StateEncoder | None = None  # made by the first write (pydantic)
         self._swept = False
 
     @property
@@ -115,6 +118,10 @@ class LocalStateBackend(StateBackend):
                 self._seen_version = (stored.lineage, stored.serial)
             self.check_based_on(state, self._seen_version)
         new = replace(state, serial=state.serial + 1)
+        if self._encoder is None:
+            from reconciler.statecodec import StateEncoder
+
+            self._encoder = StateEncoder()
         data = self._encoder.encode(new)
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
