@@ -73,9 +73,7 @@ def applied_workspace(root: Path, api: LocalApi) -> list[str]:
     """Three tokens created through apply; returns the connection options for plan."""
     write_manifest(root, [{"name": f"imp-{n}", "scopes": ["api"]} for n in range(3)])
     connection = ["--endpoint", api.url, "--api-key", api.admin_key, "--state", "s.json"]
-    done = invoke_cli(
-        *connection, "apply", "--auto-approve", "--secrets-out", "new.json", cwd=root
-    )
+    done = invoke_cli(*connection, "apply", "--auto-approve", "--secrets-out", "new.json", cwd=root)
     assert done.exit_code == 0, done
     return connection
 

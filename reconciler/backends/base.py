@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from reconciler.atomicfile import pid_running
 from reconciler.backends.lockinfo import LockInfo
@@ -60,6 +61,16 @@ class StateBackend(ABC):
     @abstractmethod
     def remove_lock(self, lock_id: str) -> bool:
         """Remove the lock only if it has id ``lock_id``; True when removed."""
+
+    def commit(self, before: State, after: State) -> State:
+        """Make ``after`` durable, ``before`` being the version this backend last read or
+        stored (``serial`` as stored); returns ``after`` as stored. By default the whole
+        document is written; a backend with a journal appends only the change."""
+        return self.write(replace(after, serial=before.serial))
+
+    def fold(self) -> None:
+        """Fold the journal of changes into the state document (none by default)."""
+        return None
 
     def restore_hint(self) -> str:
         """Where an intact copy of a damaged state may be found, as a sentence."""
