@@ -78,6 +78,7 @@ class LocalStateBackend(StateBackend):
         self._encoder: StateEncoder | None = None  # made by the first write (pydantic)
         self._swept = False
         self._journal: JournalFile | None = None
+        self._held_stat: tuple[int, int, int] | None = None  # of the lock file, once checked
         # The document as last read or stored: serial and format of the file itself (the
         # journal's lines apply to that serial), and its identity, so that an append can
         # check that the file was not replaced without reading it.
@@ -226,6 +227,7 @@ class LocalStateBackend(StateBackend):
                 self.fold()
             except (StateError, LockError, OSError) as exc:
                 log.warning("state journal not folded: %s", exc)
+        self._held_stat = None
         return super().release(info)
 
     def _state_encoder(self) -> StateEncoder:
@@ -372,6 +374,16 @@ class LocalStateBackend(StateBackend):
             atomicfile.fsync_dir(self.lock_path.parent)
             return None
         raise LockError(f"{self.lock_path}: lock keeps appearing and vanishing; try again")
+
+    def check_may_write(self) -> None:
+        # Every journal line checks the lock first. The lock file this run created, unchanged
+        # (same inode, size and mtime), is still this run's lock: no need to parse it again.
+        held = self._held is not None and self._held_stat is not None
+        if held and _identity(self.lock_path) == self._held_stat:
+            return
+        super().check_may_write()
+        if self._held is not None:
+            self._held_stat = _identity(self.lock_path)
 
     def remove_lock(self, lock_id: str) -> bool:
         current = self.current_lock()
