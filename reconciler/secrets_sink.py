@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from reconciler import atomicfile
+from reconciler.backends.journalfile import datasync
 from reconciler.errors import SecretsError
 from reconciler.groupcommit import GroupCommit
 from reconciler.statecodec import load_json
@@ -211,7 +212,7 @@ class SecretsSink:
             if offset // _PAGE != (offset + len(data) - 1) // _PAGE:
                 return False
             os.pwrite(written.fd, data, offset)
-            os.fdatasync(written.fd)
+            datasync(written.fd)
         except OSError:
             return False
         written.size = offset + len(data)
