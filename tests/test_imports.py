@@ -23,7 +23,7 @@ from conftest import LocalApi
 # Never needed without the embedded server, an S3 state, a store destination or a diff.
 SERVER = ("fastapi", "uvicorn", "starlette", "sqlite3", "reconciler.server")
 STORES = ("boto3", "botocore", "hvac")
-NOT_FOR_PLAN = (*SERVER, *STORES, "deepdiff", "rich", "reconciler.applier")
+NOT_FOR_PLAN = (*SERVER, *STORES, "deepdiff", "rich", "http.server", "reconciler.applier")
 NOT_FOR_VALIDATE = (*NOT_FOR_PLAN, "httpx", "reconciler.client")
 NOT_FOR_HELP = (*NOT_FOR_VALIDATE, "pydantic", "yaml")
 
