@@ -1,12 +1,16 @@
-"""The floor for `plan`: the least any client could do to read every live token.
+"""The floors: the least any client could do to read every live token, or to create N.
 
-A fresh Python process that imports httpx and pages through the tokens in the largest pages
-the server allows, decoding each page and nothing more. bench/run.py runs it beside
-`reconciler plan` and reports plan's wall time as a multiple of this one.
+A fresh Python process that imports httpx and nothing of reconciler:
 
-    python bench/floor.py URL API_KEY [--page-size N]
+- listing (default): pages through the tokens in the largest pages the server allows,
+  decoding each page and nothing more; bench/run.py reports `plan` as a multiple of it.
+- ``--create N --parallelism P``: posts N creates (the same names, description and scopes
+  as the manifests apply is given) from P threads sharing one client, decoding each
+  answer; bench/run.py reports `apply --parallelism P` as a multiple of it.
 
-Prints one line of JSON: {"tokens": ..., "requests": ...}.
+    python bench/floor.py URL API_KEY [--page-size N] [--create N --parallelism P]
+
+Prints one line of JSON: {"tokens": ..., "requests": ..., "loop_seconds": ...}.
 """
 
 from __future__ import annotations
@@ -14,26 +18,41 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
 TOKENS_PATH = "/api/v1/api_tokens"
 
 
-def read_all(url: str, key: str, page_size: int) -> tuple[int, int]:
+def read_all(client: httpx.Client, page_size: int) -> tuple[int, int]:
     """(tokens read, requests made), following ``total`` as a client must."""
     seen = 0
     requests = 0
-    with httpx.Client(base_url=url, headers={"X-YATAI-API-TOKEN": key}, timeout=60) as client:
-        while True:
-            response = client.get(TOKENS_PATH, params={"start": seen, "count": page_size})
-            requests += 1
-            response.raise_for_status()
-            body = response.json()
-            items = body["items"]
-            seen += len(items)
-            if not items or seen >= body["total"]:
-                return seen, requests
+    while True:
+        response = client.get(TOKENS_PATH, params={"start": seen, "count": page_size})
+        requests += 1
+        response.raise_for_status()
+        body = response.json()
+        items = body["items"]
+        seen += len(items)
+        if not items or seen >= body["total"]:
+            return seen, requests
+
+
+def create_all(client: httpx.Client, count: int, parallelism: int, prefix: str) -> int:
+    """Create ``count`` tokens from ``parallelism`` threads; returns how many answered
+    with a value."""
+
+    def create(n: int) -> bool:
+        body = {"name": f"{prefix}-{n}", "description": "bench token", "scopes": ["api"]}
+        response = client.post(TOKENS_PATH, json=body)
+        response.raise_for_status()
+        return bool(response.json().get("token"))
+
+    with ThreadPoolExecutor(max_workers=parallelism) as pool:
+        return sum(pool.map(create, range(count)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url")
     parser.add_argument("key")
     parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--create", type=int, default=0, help="Create N tokens instead.")
+    parser.add_argument("--parallelism", type=int, default=1)
+    parser.add_argument("--prefix", default="bench")
     args = parser.parse_args(argv)
-    tokens, requests = read_all(args.url, args.key, args.page_size)
-    print(json.dumps({"tokens": tokens, "requests": requests}))
+    limits = httpx.Limits(max_connections=max(args.parallelism, 10))
+    headers = {"X-YATAI-API-TOKEN": args.key}
+    with httpx.Client(base_url=args.url, headers=headers, timeout=60, limits=limits) as client:
+        started = time.perf_counter()
+        if args.create:
+            tokens = create_all(client, args.create, args.parallelism, args.prefix)
+            requests = args.create
+        else:
+            tokens, requests = read_all(client, args.page_size)
+        elapsed = time.perf_counter() - started
+    print(json.dumps({"tokens": tokens, "requests": requests, "loop_seconds": elapsed}))
     return 0
 
 

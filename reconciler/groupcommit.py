@@ -21,6 +21,9 @@ class GroupCommit(Generic[T]):
         self._snapshot = snapshot
         self._write = write
         self._mutex = threading.Lock()
+        # Held while changes are made and snapshots taken: a writer needing a consistent
+        # view outside ``snapshot`` may take it too.
+        self.mutex = self._mutex
         self._write_lock = threading.Lock()
         self._changes = 0
         self._written = 0

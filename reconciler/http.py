@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import random
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from typing import Any
+
+# httpx imports its own command line (rich, pygments: ~40 ms) whenever rich is installed,
+# as it is beside BentoML; reconciler never runs it, so that import is declined (httpx
+# then defines a stub `httpx.main`). Done only when httpx is not loaded already.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 import httpx
 
@@ -66,6 +72,8 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         pass
+    from email.utils import parsedate_to_datetime  # rare: only for an HTTP-date
+
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):

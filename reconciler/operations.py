@@ -15,13 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.applier import Applier, ApplyEvent, ApplyResult, require_sink
 from reconciler.errors import ConfigError, PlanError
-from reconciler.journal import Journal
 from reconciler.plan import DEFAULT_THRESHOLD, Plan
 from reconciler.runtime import Runtime
 
 if TYPE_CHECKING:
+    from reconciler.applier import ApplyEvent, ApplyResult
     from reconciler.manifest import Manifests
     from reconciler.planfile import SavedPlan
     from reconciler.secrets_sink import SecretsSink
@@ -221,6 +220,10 @@ def apply(
     lock. ``show`` sees the plan first; ``confirm`` (not called for a saved plan: it was
     approved when saved) raises to stop; ``stopping(stop)`` wraps the run, e.g. to call
     ``stop`` on SIGTERM. Raises PlanError or SecretsError before any change when refused."""
+    # Imported here, not at the top: `plan` shares this module and never applies.
+    from reconciler.applier import Applier, require_sink
+    from reconciler.journal import Journal
+
     saved = read_saved_plan(request)
     manifests = load_manifests(request.paths) if saved is None else None
     with runtime.backend.lock("apply", request.lock_timeout):

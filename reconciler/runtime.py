@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.backends import StateBackend, backend_for
 from reconciler.errors import ConfigError, StateError
 from reconciler.settings import LOCAL, check_endpoint_url, resolve_connection
 from reconciler.state import State
@@ -16,6 +15,7 @@ from reconciler.state import State
 if TYPE_CHECKING:
     import ssl
 
+    from reconciler.backends import StateBackend
     from reconciler.client import ApiTokenAPI
     from reconciler.server.embedded import LocalServer
 
@@ -91,6 +91,8 @@ class Runtime:
     @property
     def backend(self) -> StateBackend:
         if self._backend is None:
+            from reconciler.backends import backend_for  # not for validate or --help
+
             self._backend = backend_for(self.options.state_location)
         return self._backend
 

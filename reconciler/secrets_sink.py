@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from reconciler import atomicfile
+from reconciler.backends.journalfile import datasync
 from reconciler.errors import SecretsError
 from reconciler.groupcommit import GroupCommit
 from reconciler.statecodec import load_json
@@ -39,12 +42,30 @@ def check_target(path: str | Path) -> Path:
         raise SecretsError(f"--secrets-out {path}: cannot use it ({exc.strerror})") from None
 
 
+# A value for a new key is appended in place when the bytes written fit in one page of
+# the file: a write within one page cannot be torn by a kill (the kernel checks for a
+# fatal signal only between pages), so the file is complete JSON or dotenv at every
+# instant, as with a rename. Anything else (a replaced or removed value, a chunk crossing
+# a page) rewrites the file atomically.
+_PAGE = 4096
+
+
+@dataclass
+class _Written:
+    """The file as this sink last made it: its identity and size, to append to it only
+    while nobody else has changed it."""
+
+    fd: int
+    inode: int
+    size: int
+
+
 class SecretsSink:
-    """Collects each new token value and rewrites the file atomically (temp, fsync, rename)
-    before ``add`` returns, so a value is on disk before reconciler records the token as
-    delivered. Values already in the file from earlier runs are kept unless replaced, or
-    removed by ``forget`` when their token is deleted: the file holds only values that
-    may still work."""
+    """Collects each new token value and makes it durable in the file before ``add``
+    returns (an fdatasync'ed append, or a rewrite: temp, fsync, rename), so a value is on
+    disk before reconciler records the token as delivered. Values already in the file
+    from earlier runs are kept unless replaced, or removed by ``forget`` when their token
+    is deleted: the file holds only values that may still work."""
 
     def __init__(self, path: Path, fmt: SecretsFormat) -> None:
         self.path = path
@@ -52,7 +73,12 @@ class SecretsSink:
         self.format = fmt
         self._values: dict[str, str] = {}
         self._json_lines: dict[str, tuple[str, str]] = {}  # key -> (value, its JSON line)
-        self._commit = GroupCommit(self._render, self._write_text)
+        # Keys added since the last durable write (appendable), and whether anything else
+        # changed (a rewrite is needed).
+        self._added: list[str] = []
+        self._rewrite = False
+        self._written: _Written | None = None
+        self._commit: GroupCommit[tuple[bool, str, int]] = GroupCommit(self._snapshot, self._store)
         self.delivered = 0
         self.forgotten = 0
 
@@ -101,6 +127,21 @@ class SecretsSink:
                 )
             self._values[match.group(1)] = match.group(2)
 
+    def _reopen(self) -> None:
+        """Keep the file just written open, so later values can be appended to it."""
+        if self._written is not None:
+            os.close(self._written.fd)
+            self._written = None
+        fd = os.open(self.target, os.O_WRONLY | os.O_NOFOLLOW)
+        info = os.fstat(fd)
+        self._written = _Written(fd, info.st_ino, info.st_size)
+
+    def close(self) -> None:
+        """Release the append handle (the file is complete and durable already)."""
+        if self._written is not None:
+            os.close(self._written.fd)
+            self._written = None
+
     def _key(self, name: str) -> str:
         return dotenv_key(name) if self.format == "dotenv" else name
 
@@ -109,6 +150,10 @@ class SecretsSink:
         key = self._key(name)
 
         def record() -> None:
+            if key in self._values:
+                self._rewrite = True
+            else:
+                self._added.append(key)
             self._values[key] = value
             self.delivered += 1
 
@@ -123,8 +168,55 @@ class SecretsSink:
         def remove() -> None:
             if self._values.pop(key, None) is not None:
                 self.forgotten += 1
+                self._rewrite = True
 
         self._commit.change(remove)
+
+    def _snapshot(self) -> tuple[bool, str, int]:
+        """(append?, text, keys) for the changes made since the last write; called under
+        the group commit's mutex, so the text is consistent with ``_values``."""
+        added, self._added = self._added, []
+        rewrite, self._rewrite = self._rewrite, False
+        count = len(self._values)
+        if not added and not rewrite:
+            return True, "", count  # covered by a rewrite made since
+        if not rewrite and self._written is not None and added and count > len(added):
+            if self.format == "json":
+                lines = [self._json_line(k) for k in added if k in self._values]
+                return True, ",\n" + ",\n".join(lines) + "\n}\n", count
+            return True, "".join(f"{k}={self._values[k]}\n" for k in added), count
+        return False, self._render(), count
+
+    def _store(self, change: tuple[bool, str, int]) -> None:
+        append, text, _ = change
+        if append and (not text or self._append(text)):
+            return
+        self._write_text(self._render_locked() if append else text)
+
+    def _render_locked(self) -> str:
+        # A chunk that could not be appended: the whole file, consistent with _values.
+        with self._commit.mutex:
+            # The text covers every change made so far: none is left to append again.
+            self._added, self._rewrite = [], False
+            return self._render()
+
+    def _append(self, text: str) -> bool:
+        """Write ``text`` at the end (JSON: over the closing brace) if the file is still the
+        one this sink wrote and the bytes stay within one page; True when done, durably."""
+        written = self._written
+        data = text.encode("utf-8")
+        try:
+            if written is None or os.stat(self.target).st_ino != written.inode:
+                return False
+            offset = written.size - (3 if self.format == "json" else 0)  # "\n}\n"
+            if offset // _PAGE != (offset + len(data) - 1) // _PAGE:
+                return False
+            os.pwrite(written.fd, data, offset)
+            datasync(written.fd)
+        except OSError:
+            return False
+        written.size = offset + len(data)
+        return True
 
     def _render(self) -> str:
         if self.format == "json":
@@ -148,6 +240,7 @@ class SecretsSink:
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             atomicfile.atomic_write(self.target, text, 0o600)
+            self._reopen()
         except OSError as exc:
             raise SecretsError(
                 f"{self.path}: cannot write the secrets file ({exc.strerror})"

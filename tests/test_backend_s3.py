@@ -490,7 +490,7 @@ def test_missing_boto3_names_the_extra(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 1, result
-    assert "pip install 'reconciler[s3]'" in result.stderr
+    assert "pip install 'bentocloud-reconciler[s3]'" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -30,10 +30,13 @@ def test_quick_bench_prints_every_table(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for heading in ("Machine: ", "plan: ", "apply: ", "validate", "start-up", "targets"):
+    headings = ("Machine: ", "plan: ", "adopt: ", "apply: ", "validate", "start-up", "targets")
+    for heading in headings:
         assert heading in out, heading
     assert re.search(r"\|\s*reconciler p=1\s*\|\s*\d", out)
+    assert re.search(r"\|\s*httpx loop p=1\s*\|\s*\d", out)
     assert re.search(r"\|\s*BentoML SDK serial loop\s*\|\s*skipped\s*\|", out)
     data = json.loads(figures.read_text())
     assert [row["tokens"] for row in data["plan"]] == [10, 40]
     assert all(row["requests"] >= 1 for row in data["plan"])
+    assert [row["tokens"] for row in data["adopt"]] == [40]

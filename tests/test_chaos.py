@@ -290,3 +290,147 @@ def test_a_signal_while_planning_releases_the_lock(
     api.set_faults(latency_ms=0)
     assert ws.apply().code == 0
     check_converged(ws)
+
+
+ADOPT_TOKENS = 500
+ADOPT_TRIALS = 3
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_large_adoption_then_apply_converges(
+    local_api_factory: LocalApiFactory, tmp_path: Path
+) -> None:
+    """500 live tokens that match the manifests, adopted by an apply killed at a random
+    instant: state stays readable and owns only the right uids, and the next apply adopts
+    the rest without creating or deleting anything."""
+    rng = random.Random(CHAOS_SEED + 1)
+    for trial in range(ADOPT_TRIALS):
+        api = local_api_factory(faults=Faults(latency_ms=5))
+        ws = Workspace(api, tmp_path / f"adopt-{trial}")
+        prefix = f"adopt{trial}"
+        uids = api.store.seed_tokens(ADOPT_TOKENS, prefix=prefix, scopes=("api",))
+        names = [f"{prefix}-{n}" for n in range(ADOPT_TOKENS)]
+        name_of = dict(zip(uids, names, strict=True))
+        ws.declare([token_spec(name) for name in names])
+        process = CliProcess(*ws.apply_args("--force", parallelism=4), home=ws.home)
+        assert process.wait_for_output(lambda line: line.startswith("Applying"), 60), (
+            process.finish()
+        )
+        time.sleep(rng.uniform(0.0, 1.5))
+        process.send(signal.SIGKILL)
+        process.finish()
+
+        at_kill = ws.read_state()
+        if at_kill is not None:
+            assert not at_kill.pending and not at_kill.previous
+            assert all(name_of.get(t.uid) == name for name, t in at_kill.tokens.items())
+        _unlock_after_kill(ws)
+        recovery = ws.apply("--force")
+        assert recovery.code == 0, recovery
+        final = ws.read_state()
+        assert final is not None
+        assert {t.uid: name for name, t in final.tokens.items()} == name_of
+        assert not ws.state.with_name(ws.state.name + ".journal").exists()
+        assert sorted(t.uid for t in ws.live()) == sorted(uids)
+        check_no_changes(ws)
+        api.stop()
+
+
+FOLD_TRIALS = 8
+_FOLD = (
+    "import sys\n"
+    "from reconciler.backends.local import LocalStateBackend\n"
+    "backend = LocalStateBackend(sys.argv[1])\n"
+    "backend.acquire('apply', 0)\n"
+    "backend.read()\n"
+    "print('folding', flush=True)\n"
+    "backend.fold()\n"
+    "print('folded', flush=True)\n"
+)
+
+
+def _journaled_state(path: Path) -> dict[str, str]:
+    """A state of 2,000 tokens with 600 more changes in its journal; name -> uid."""
+    from datetime import datetime, timezone
+
+    from reconciler.backends.local import LocalStateBackend
+    from reconciler.journal import Journal
+    from reconciler.spec import TokenSpec
+    from reconciler.state import OwnedToken, State
+
+    def owned(name: str) -> OwnedToken:
+        spec = TokenSpec(name, "fold", frozenset({"api"}))
+        return OwnedToken(name, f"uid-{name}", spec, datetime(2026, 1, 1, tzinfo=timezone.utc))
+
+    LocalStateBackend(path).write(
+        State(endpoint="http://api", tokens={f"f-{n}": owned(f"f-{n}") for n in range(2000)})
+    )
+    backend = LocalStateBackend(path)
+    state = backend.read()
+    assert state is not None
+    journal = Journal(backend, state)
+    for n in range(300):
+        journal.update(lambda s, n=n: s.with_token(owned(f"j-{n}")))
+        journal.update(lambda s, n=n: s.without_token(f"f-{n}"))
+    backend.journal.close()
+    return {name: t.uid for name, t in journal.state.tokens.items()}
+
+
+@pytest.mark.slow
+def test_sigkill_while_the_journal_is_folded_loses_nothing(tmp_path: Path) -> None:
+    """The fold (document rewritten with the journal applied, then the journal removed)
+    killed at random instants: every reader sees the same state, and the next fold ends
+    with that state in the document and no journal."""
+    import shutil
+    import subprocess
+    import sys
+
+    from reconciler.backends.local import LocalStateBackend
+
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    expected = _journaled_state(origin / "s.json")
+    files = ["s.json", "s.json.journal"]
+
+    def fold_process(path: Path) -> tuple[subprocess.Popen[str], float]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _FOLD, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == "folding\n"
+        return proc, time.monotonic()
+
+    def copy(to: Path) -> Path:
+        to.mkdir()
+        for name in files:
+            shutil.copy2(origin / name, to / name)
+        return to / "s.json"
+
+    timed, started = fold_process(copy(tmp_path / "timed"))
+    assert timed.wait(60) == 0
+    assert timed.stdout is not None
+    timed.stdout.close()
+    window = (time.monotonic() - started) * 1.3
+    rng = random.Random(CHAOS_SEED + 2)
+    seen: list[str] = []
+    for trial in range(FOLD_TRIALS):
+        path = copy(tmp_path / f"fold-{trial}")
+        proc, _ = fold_process(path)
+        time.sleep(rng.uniform(0.0, window))
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+        journal = path.with_name("s.json.journal")
+        seen.append("journal kept" if journal.exists() else "folded")
+        path.with_name("s.json.lock").unlink()  # the dead run's; force-unlock's job
+        state = LocalStateBackend(path).read()
+        assert state is not None
+        assert {name: t.uid for name, t in state.tokens.items()} == expected, trial
+        backend = LocalStateBackend(path)
+        with backend.lock("apply", 0):
+            backend.read()
+        assert not journal.exists()
+        folded = json.loads(path.read_text())
+        assert {t["name"]: t["uid"] for t in folded["tokens"]} == expected
+        assert folded["serial"] == state.serial
+    print(f"fold kills (window {window:.3f}s): {seen}")

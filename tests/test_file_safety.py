@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from clihelpers import CliResult, run_cli
-from conftest import LocalApi
+from conftest import LocalApi, LocalApiFactory
 
 CREATE_ROUTE = "POST /api/v1/api_tokens"
 
@@ -352,7 +352,7 @@ def test_values_of_deleted_and_replaced_tokens_leave_the_secrets_file(repo: Repo
     first = repo.values()
     assert set(first) == {"ci-deployer", "reader", "old-job"}
     repo.declare("ci-deployer", "reader", scopes=("read_cluster",))  # replace both, delete one
-    result = repo.apply("--prune", "--updates", "replace")  # replace, not update in place
+    result = repo.apply("--prune")
     assert result.exit_code == 0, result
     values = repo.values()
     assert set(values) == {"ci-deployer", "reader"}
@@ -365,9 +365,9 @@ def test_values_of_deleted_and_replaced_tokens_leave_the_secrets_file(repo: Repo
 
 
 def test_deleting_an_unowned_duplicate_keeps_the_owned_value(
-    tmp_path: Path, local_api_factory: Any
+    tmp_path: Path, local_api_factory: LocalApiFactory
 ) -> None:
-    # Duplicate names exist only on an API that allows them (Yatai keeps names unique).
+    # An unowned token of the same name only exists on a server that allows duplicates.
     repo = Repo(tmp_path / "repo", local_api_factory(allow_duplicate_names=True))
     repo.declare("reader")
     assert repo.apply().exit_code == 0

@@ -13,12 +13,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from reconciler.atomicfile import pid_running
 from reconciler.backends.lockinfo import LockInfo
 from reconciler.errors import LockError, StateError
 from reconciler.state import State
-from reconciler.statecodec import decode_state
 
 Version = tuple[str, int]
 
@@ -62,6 +62,16 @@ class StateBackend(ABC):
     def remove_lock(self, lock_id: str) -> bool:
         """Remove the lock only if it has id ``lock_id``; True when removed."""
 
+    def commit(self, before: State, after: State) -> State:
+        """Make ``after`` durable, ``before`` being the version this backend last read or
+        stored (``serial`` as stored); returns ``after`` as stored. By default the whole
+        document is written; a backend with a journal appends only the change."""
+        return self.write(replace(after, serial=before.serial))
+
+    def fold(self) -> None:
+        """Fold the journal of changes into the state document (none by default)."""
+        return None
+
     def restore_hint(self) -> str:
         """Where an intact copy of a damaged state may be found, as a sentence."""
         return ""
@@ -81,6 +91,8 @@ class StateBackend(ABC):
 
     def decode(self, raw: bytes) -> State:
         """Stored bytes as a State; StateError (one line, nothing changed) if malformed."""
+        from reconciler.statecodec import decode_state  # pydantic: only once state is read
+
         return decode_state(raw, source=self.describe(), restore=self.restore_hint())
 
     def check_based_on(self, state: State, stored: Version) -> None:

@@ -11,23 +11,44 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler import atomicfile
 from reconciler.atomicfile import NotAFileError
 from reconciler.backends.base import StateBackend, Version
+from reconciler.backends.journalfile import (
+    JournalFile,
+    Replay,
+    apply_records,
+    changes,
+    encode_line,
+    read_journal,
+)
 from reconciler.backends.lockinfo import LockInfo
 from reconciler.errors import LockError, StateError
 from reconciler.state import State
-from reconciler.statecodec import StateEncoder
+
+if TYPE_CHECKING:
+    from reconciler.statecodec import StateEncoder
 
 _MODE = 0o600
+log = logging.getLogger("reconciler")
 # A lock file is created empty and filled by the next write; a reader that lands in between
 # waits this long for the content before calling the file unreadable.
 _LOCK_READ_GRACE = 1.0
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _digest(raw: bytes | None) -> str | None:
@@ -54,8 +75,16 @@ class LocalStateBackend(StateBackend):
         self._seen: str | None = None
         # (lineage, serial) of those bytes, so that write() need not parse them again.
         self._seen_version: Version | None = None
-        self._encoder = StateEncoder()
+        self._encoder: StateEncoder | None = None  # made by the first write (pydantic)
         self._swept = False
+        self._journal: JournalFile | None = None
+        self._held_stat: tuple[int, int, int] | None = None  # of the lock file, once checked
+        # The document as last read or stored: serial and format of the file itself (the
+        # journal's lines apply to that serial), and its identity, so that an append can
+        # check that the file was not replaced without reading it.
+        self._file_serial: object = None
+        self._file_format: object = None
+        self._file_stat: tuple[int, int, int] | None = None
 
     @property
     def path(self) -> Path:
@@ -66,6 +95,13 @@ class LocalStateBackend(StateBackend):
             except NotAFileError as exc:
                 raise _not_a_file(self.given, exc) from None
         return self._resolved
+
+    @property
+    def journal(self) -> JournalFile:
+        """The append-only journal beside the state (``<path>.journal``)."""
+        if self._journal is None:
+            self._journal = JournalFile(self.path.with_name(self.path.name + ".journal"))
+        return self._journal
 
     @property
     def backup_path(self) -> Path:
@@ -93,14 +129,120 @@ class LocalStateBackend(StateBackend):
 
     def read(self) -> State | None:
         raw = self._raw()
+        try:
+            journal = self.journal.read()
+        except OSError as exc:
+            raise StateError(f"{self.journal.path}: cannot read ({exc.strerror})") from None
         if raw is None:
             self._seen = None
             self._seen_version = None
+            self.journal.seen(Replay())  # no document: anything in it is stale
             return None
-        state = self.decode(raw)
+        state = self._decode_with_journal(raw, journal)
         self._seen = _digest(raw)
         self._seen_version = (state.lineage, state.serial)
+        self._file_stat = _identity(self.path)
         return state
+
+    def _decode_with_journal(self, raw: bytes, journal: bytes | None) -> State:
+        """The document with the journal's records for it applied (see journalfile)."""
+        from reconciler.statecodec import load_json, state_from_document
+
+        try:
+            data = load_json(raw)
+        except ValueError:
+            return self.decode(raw)  # raises, with the usual message
+        self._file_format = data.get("format_version") if isinstance(data, dict) else None
+        replay = Replay()
+        if journal and isinstance(data, dict):
+            lineage, serial = data.get("lineage"), data.get("serial")
+            if isinstance(lineage, str) and isinstance(serial, int):
+                replay = read_journal(journal, lineage, serial, str(self.journal.path))
+        self.journal.seen(replay)
+        self._file_serial = data.get("serial") if isinstance(data, dict) else None
+        document = apply_records(data, replay.records)
+        return state_from_document(document, source=self.describe(), restore=self.restore_hint())
+
+    def commit(self, before: State, after: State) -> State:
+        """One line appended to the journal (fsynced), not a rewrite of the document; a
+        new document, one from an older format or another lineage is written whole."""
+        from reconciler.state import FORMAT_VERSION
+
+        if (
+            self._seen is None
+            or self._file_format != FORMAT_VERSION
+            or not isinstance(self._file_serial, int)
+            or (before.lineage, before.endpoint) != (after.lineage, after.endpoint)
+        ):
+            return super().commit(before, after)
+        self.check_may_write()
+        if (
+            _identity(self.path) != self._file_stat
+            or not self.journal.unchanged()
+            or self._seen_version != (before.lineage, before.serial)
+        ):
+            raise StateError(self.moved_message(self._raw(), saw_state=True))
+        diff = changes(before, after)
+        if not diff:
+            return replace(after, serial=before.serial)
+        line = encode_line(after.lineage, self._file_serial, self.journal.records + 1, diff)
+        try:
+            self._sweep()
+            self.journal.append(line)
+        except OSError as exc:
+            raise StateError(
+                f"{self.journal.path}: cannot record the change ({exc.strerror}); the "
+                "state was kept as it was before it"
+            ) from None
+        self._seen_version = (after.lineage, before.serial + 1)
+        return replace(after, serial=before.serial + 1)
+
+    def fold(self) -> None:
+        """Write the document with the journal applied and remove the journal. A kill at
+        any instant leaves either the old document and the whole journal, or the new
+        document (whose serial no journal line names) and a stale journal."""
+        self.journal.close()
+        if not self.journal.path.exists():
+            return
+        self.check_may_write()
+        state = self.read()
+        if state is not None and self.journal.records:
+            raw = self._raw()
+            data = self._state_encoder().encode(state)
+            try:
+                self._replace_keeping_backup(raw, data)
+            except OSError as exc:
+                raise StateError(
+                    f"{self.path}: cannot fold the state journal ({exc.strerror}); it was "
+                    "kept, and the next run folds it"
+                ) from None
+            self._after_store(data, state)
+        self.journal.remove()
+
+    def release(self, info: LockInfo) -> bool:
+        # An apply folds its journal before giving up the lock (as does the next apply
+        # after a crash); a failure to fold loses nothing: the journal stays and is read.
+        if self._held is not None and self._held.id == info.id and info.operation == "apply":
+            try:
+                self.fold()
+            except (StateError, LockError, OSError) as exc:
+                log.warning("state journal not folded: %s", exc)
+        self._held_stat = None
+        return super().release(info)
+
+    def _state_encoder(self) -> StateEncoder:
+        if self._encoder is None:
+            from reconciler.statecodec import StateEncoder
+
+            self._encoder = StateEncoder()
+        return self._encoder
+
+    def _after_store(self, data: bytes, state: State) -> None:
+        self._seen = _digest(data)
+        self._seen_version = (state.lineage, state.serial)
+        self._file_serial = state.serial
+        self._file_format = state.header()["format_version"]
+        self._file_stat = _identity(self.path)
 
     def write(self, state: State) -> State:
         self.check_may_write()
@@ -114,8 +256,10 @@ class LocalStateBackend(StateBackend):
                 stored = self.decode(raw)
                 self._seen_version = (stored.lineage, stored.serial)
             self.check_based_on(state, self._seen_version)
+        if not self.journal.unchanged():
+            raise StateError(self.moved_message(raw, saw_state=self._seen is not None))
         new = replace(state, serial=state.serial + 1)
-        data = self._encoder.encode(new)
+        data = self._state_encoder().encode(new)
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._sweep()
@@ -125,8 +269,11 @@ class LocalStateBackend(StateBackend):
                 f"{self.path}: cannot write state ({exc.strerror}: {exc.filename}); the "
                 "previous state was kept"
             ) from None
-        self._seen = _digest(data)
-        self._seen_version = (new.lineage, new.serial)
+        self._after_store(data, new)
+        # The new document holds every change the journal recorded (it was read first);
+        # a kill before this removal leaves lines for an older serial: stale, ignored.
+        if self.journal.size is not None:
+            self.journal.remove()
         return new
 
     def _sweep(self) -> None:
@@ -179,6 +326,7 @@ class LocalStateBackend(StateBackend):
             ) from None
         self._seen = None
         self._seen_version = None
+        self.journal.remove()  # read (and so copied) with the state
         return str(target)
 
     # -- lock ----------------------------------------------------------------------------
@@ -226,6 +374,16 @@ class LocalStateBackend(StateBackend):
             atomicfile.fsync_dir(self.lock_path.parent)
             return None
         raise LockError(f"{self.lock_path}: lock keeps appearing and vanishing; try again")
+
+    def check_may_write(self) -> None:
+        # Every journal line checks the lock first. The lock file this run created, unchanged
+        # (same inode, size and mtime), is still this run's lock: no need to parse it again.
+        held = self._held is not None and self._held_stat is not None
+        if held and _identity(self.lock_path) == self._held_stat:
+            return
+        super().check_may_write()
+        if self._held is not None:
+            self._held_stat = _identity(self.lock_path)
 
     def remove_lock(self, lock_id: str) -> bool:
         current = self.current_lock()

@@ -12,7 +12,6 @@ from typing import Any
 
 from reconciler.errors import LockError
 from reconciler.spec import as_utc, format_time, utcnow
-from reconciler.statecodec import load_json
 
 
 def _user() -> str:
@@ -101,6 +100,8 @@ class LockInfo:
     @classmethod
     def decode(cls, raw: bytes, *, source: str) -> LockInfo:
         """Parse a stored lock (bytes); anything malformed is a LockError naming source."""
+        from reconciler.statecodec import load_json  # imports pydantic: not for --help
+
         try:
             data = load_json(raw)
         except ValueError as exc:

@@ -28,7 +28,7 @@ from reconciler.errors import ConfigError, LockError, StateError
 from reconciler.state import State
 from reconciler.statecodec import encode_state
 
-INSTALL_HINT = "pip install 'reconciler[s3]'"
+INSTALL_HINT = "pip install 'bentocloud-reconciler[s3]'"
 SSE_CHOICES = ("AES256", "aws:kms", "none")
 #: Optional settings of an S3 location, as URL query parameters or reconciler.yaml keys.
 OPTION_KEYS = ("region", "endpoint_url", "kms_key_id", "sse")
