@@ -352,7 +352,7 @@ def test_values_of_deleted_and_replaced_tokens_leave_the_secrets_file(repo: Repo
     first = repo.values()
     assert set(first) == {"ci-deployer", "reader", "old-job"}
     repo.declare("ci-deployer", "reader", scopes=("read_cluster",))  # replace both, delete one
-    result = repo.apply("--prune")
+    result = repo.apply("--prune", "--updates", "replace")  # replace, not update in place
     assert result.exit_code == 0, result
     values = repo.values()
     assert set(values) == {"ci-deployer", "reader"}
