@@ -24,6 +24,7 @@ from reconciler.destinations import (
     parse_destination,
 )
 from reconciler.destinations.exec import DEFAULT_TIMEOUT_SECONDS, ExecDestination
+from reconciler.errors import redact
 
 if TYPE_CHECKING:
     from reconciler.plan import Plan
@@ -145,7 +146,10 @@ class Deliveries:
         if isinstance(parsed, ExecDestination):
             parsed.timeout = self.exec_timeout
             if self.on_output is not None:
-                parsed.on_output = self.on_output
+                show = self.on_output
+                # The value is already masked; a command may still print VAULT_TOKEN or
+                # an AWS key it inherited, which are blanked like in every error.
+                parsed.on_output = lambda text: show(redact(text))
         return parsed
 
 
