@@ -155,11 +155,7 @@ def plan(
         if out:
             save_plan(runtime, planned, Path(out), prune=prune)
             # Creates need somewhere to put the new values, or the pasted command is refused.
-            sink = (
-                " --secrets-out new-tokens.json"
-                if any(a.creates for a in planned.plan.actions)
-                else ""
-            )
+            sink = " --secrets-out new-tokens.json" if _needs_destination(planned.plan) else ""
             command = hint(f"apply {shlex.quote(out)}{sink}")
             click.echo(f"Saved the plan to {out}. Apply it with: {command}", err=True)
         _warn_if_unsafe(planned.plan)
@@ -188,6 +184,18 @@ def _planned_destinations(result: Plan) -> dict[str, list[str]] | None:
 
     setting = load_secrets_setting()
     return plan_destinations(result, setting.destinations if setting else ()) or None
+
+
+def _needs_destination(result: Plan) -> bool:
+    """Whether apply of this plan needs --secrets-out: creates that neither their
+    deliver_to: nor reconciler.yaml's secrets: give a destination."""
+    if not any(a.creates for a in result.actions):
+        return False
+    from reconciler.config_file import load_secrets_setting
+    from reconciler.delivery import creates_have_destinations
+
+    setting = load_secrets_setting()
+    return not creates_have_destinations(result, setting.destinations if setting else ())
 
 
 def _github_step_summary(result: Plan, destinations: Mapping[str, Sequence[str]] | None) -> None:

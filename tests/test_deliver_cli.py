@@ -256,3 +256,42 @@ def test_a_rotation_keeps_the_previous_value_as_the_previous_version(
     client = ws.stores.moto.client()
     old = client.get_secret_value(SecretId=f"{ws.prefix}/alpha", VersionStage="AWSPREVIOUS")
     assert first["token"] in old["SecretString"]
+
+
+def test_plan_validate_and_help_load_no_store_client(tmp_path: Path) -> None:
+    """Destinations in manifests and reconciler.yaml are parsed and named by plan, but
+    neither hvac nor boto3 is imported unless a destination is checked or used."""
+    import subprocess
+    import sys
+
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "t.yaml").write_text(
+        "tokens:\n  - {name: a, scopes: [api], deliver_to: ['vault://secret/x']}\n"
+        "  - {name: b, scopes: [api]}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "reconciler.yaml").write_text("secrets: ['aws-sm://y']\n", encoding="utf-8")
+    script = (
+        "import sys\n"
+        "from reconciler.cli import main\n"
+        "for args in (['validate'], ['--help'], ['--endpoint', 'local', '--state', 's.json',"
+        " 'plan', '--out', 'p.json']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as exc:\n"
+        "        assert not exc.code, (args, exc.code)\n"
+        "print(sorted(m for m in ('hvac', 'boto3', 'botocore') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+    assert "deliver to: vault://secret/x" in done.stdout
+    assert "deliver to: aws-sm://y (AWS Secrets Manager)" in done.stdout
+    assert "Apply it with:" in done.stderr and "--secrets-out" not in done.stderr
