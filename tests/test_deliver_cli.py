@@ -295,3 +295,18 @@ def test_plan_validate_and_help_load_no_store_client(tmp_path: Path) -> None:
     assert "deliver to: vault://secret/x" in done.stdout
     assert "deliver to: aws-sm://y (AWS Secrets Manager)" in done.stdout
     assert "Apply it with:" in done.stderr and "--secrets-out" not in done.stderr
+
+
+def test_a_saved_plan_keeps_each_tokens_deliver_to(store_ws: StoreWorkspace) -> None:
+    """deliver_to travels in the saved plan (spec.deliver_to), so applying the file later
+    delivers where the reviewed plan said, with no manifest at hand."""
+    ws = store_ws
+    ws.declare(token("alpha", deliver_to=[ws.vault]))
+    saved = ws.run("plan", "--out", "plan.json")
+    assert saved.code == 0 and "--secrets-out" not in saved.err, saved
+    assert '"deliver_to": [\n' in (ws.root / "plan.json").read_text(encoding="utf-8")
+    (ws.root / "manifests" / "tokens.yaml").unlink()
+    applied = ws.run("apply", "plan.json")
+    assert applied.code == 0, applied
+    alpha = ws.vault_document("alpha")
+    assert alpha is not None and alpha["uid"] == ws.owned()["alpha"]
