@@ -571,6 +571,11 @@ def _problem_for(error: Any, root: Any, display: str) -> Problem:
         if field_name == "tokens":
             example = "followed by lines starting with `- name:`"
         message = f"{field_name} must be a list, not {_kind(value)}: write {field_name}: {example}"
+    elif kind == "too_short" and field_name == "deliver_to":
+        message = (
+            "deliver_to is empty: list one or more destinations (such as deliver_to: "
+            '["vault://secret/bentocloud"]), or remove it to use the run\'s --secrets-out'
+        )
     elif kind == "too_short" and field_name == "scopes":
         message = (
             f"scopes is empty: a token needs at least one scope, such as scopes: [api] "

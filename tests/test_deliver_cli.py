@@ -310,3 +310,31 @@ def test_a_saved_plan_keeps_each_tokens_deliver_to(store_ws: StoreWorkspace) -> 
     assert applied.code == 0, applied
     alpha = ws.vault_document("alpha")
     assert alpha is not None and alpha["uid"] == ws.owned()["alpha"]
+
+
+def test_destination_mistakes_in_manifests_and_config_name_file_and_line(
+    tmp_path: Path,
+) -> None:
+    from clihelpers import run_cli
+
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "t.yaml").write_text(
+        "tokens:\n  - name: a\n    scopes: [api]\n    deliver_to: ['vualt://x']\n"
+        "  - name: b\n    scopes: [api]\n    deliver_to: []\n",
+        encoding="utf-8",
+    )
+    result = run_cli("validate", cwd=tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr, result
+    assert "manifests/t.yaml:4: token 'a': deliver_to: 'vualt://x': unknown destination" in (
+        result.stderr
+    )
+    assert "manifests/t.yaml:7: token 'b': deliver_to is empty" in result.stderr
+    (tmp_path / "manifests" / "t.yaml").write_text(
+        "tokens:\n  - {name: a, scopes: [api]}\n", encoding="utf-8"
+    )
+    (tmp_path / "reconciler.yaml").write_text("secrets:\n  - 'exec:'\n", encoding="utf-8")
+    applied = run_cli("--endpoint", "local", "--state", "s.json", "apply", "--auto-approve",
+                      cwd=tmp_path)  # fmt: skip
+    assert applied.exit_code == 1, applied
+    assert "reconciler.yaml:2: secrets[0]: 'exec:': no command after exec:" in applied.stderr
+    assert not (tmp_path / "s.json").exists()
