@@ -29,8 +29,10 @@ __all__ = ["auth_moto", "store_ws", "stores"]  # fixtures used by name below
 def test_apply_delivers_every_value_to_vault_and_aws(store_ws: StoreWorkspace) -> None:
     ws = store_ws
     ws.declare(token("alpha"), token("beta", expires="30d"))
-    result = ws.apply(ws.vault, ws.aws)
+    copy = ws.root / "new-tokens.json"  # a file beside the stores keeps working as before
+    result = ws.apply(ws.vault, ws.aws, str(copy))
     assert result.code == 0, result
+    assert f"deliver to: {copy}" in result.out
     assert f"deliver to: {ws.vault}" in result.out  # the plan names each destination
     assert f"deliver to: {ws.aws} (AWS Secrets Manager)" in result.out
     owned = ws.owned()
@@ -42,6 +44,7 @@ def test_apply_delivers_every_value_to_vault_and_aws(store_ws: StoreWorkspace) -
             assert document["uid"] == uid and document["name"] == name
             assert ws.authenticates(document["token"])
         assert documents[0] == documents[1]
+        assert REGISTRY.add_sink_file(copy)[name] == documents[0]["token"]
     beta = ws.vault_document("beta")
     assert beta is not None and beta["expires_at"] is not None
     alpha = ws.vault_document("alpha")
