@@ -11,7 +11,7 @@ destinations, or to none (reconciler.destinations.deliver). The applier calls
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from reconciler.destinations import (
@@ -151,14 +151,3 @@ class Deliveries:
                 # an AWS key it inherited, which are blanked like in every error.
                 parsed.on_output = lambda text: show(redact(text))
         return parsed
-
-
-def summary_lines(destinations: Mapping[str, Sequence[str]]) -> list[str]:
-    """'New values go to: ...' lines for apply output, grouped by destination list."""
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for name, where in destinations.items():
-        groups.setdefault(tuple(where), []).append(name)
-    lines = []
-    for where, names in groups.items():
-        lines.append(f"New values of {', '.join(sorted(names))} go to: {'; '.join(where)}")
-    return lines
