@@ -35,7 +35,7 @@ class OwnedToken:
         return {
             "name": self.name,
             "uid": self.uid,
-            "spec": self.spec.to_dict(),
+            "spec": self.spec.to_dict(delivery=False),
             "created_at": _text(self.created_at),
             "expired_at": _text(self.expired_at),
         }

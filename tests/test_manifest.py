@@ -656,7 +656,14 @@ def test_schema_structure() -> None:
     assert token["additionalProperties"] is False
     assert token["required"] == ["name", "scopes"]
     properties = token["properties"]
-    assert set(properties) == {"name", "description", "scopes", "expires", "rotate_before"}
+    assert set(properties) == {
+        "name",
+        "description",
+        "scopes",
+        "expires",
+        "rotate_before",
+        "deliver_to",
+    }
     for prop in [*properties.values(), schema["properties"]["tokens"]]:
         assert prop["description"]
     assert properties["name"]["pattern"] == NAME_PATTERN.pattern
