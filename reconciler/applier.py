@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from reconciler.client import ApiTokenAPI
+from reconciler.destinations import DeliveryAbortedError
 from reconciler.errors import (
     AmbiguousCreateError,
     NameTakenError,
@@ -75,8 +76,12 @@ class Applier:
         now: Callable[[], datetime] = utcnow,
         on_event: Callable[[ApplyEvent], None] | None = None,
         discard_secrets: bool = False,
+        deliver: Callable[[TokenSpec, ApiToken], None] | None = None,
     ) -> None:
+        """``deliver``, when given, takes each new value instead of ``sink.add``
+        (reconciler.delivery.Deliveries.deliver: every destination, or none)."""
         self.api = api
+        self.deliver = deliver
         self.discard_secrets = discard_secrets
         self.journal = journal
         self.sink = sink
@@ -95,7 +100,8 @@ class Applier:
     def run(self, plan: Plan) -> ApplyResult:
         """Carry out ``plan``; refused before any call (SecretsError) when it creates
         tokens with no sink to receive their values, unless ``discard_secrets``."""
-        require_sink(plan, self.sink is not None, self.discard_secrets)
+        has_sink = self.sink is not None or self.deliver is not None
+        require_sink(plan, has_sink, self.discard_secrets)
         self._record_state_only([a for a in plan.actions if a.kind in STATE_ONLY])
         groups: dict[str, list[Action]] = {}
         for action in plan.actions:
@@ -292,10 +298,30 @@ class Applier:
                 self.journal.update(lambda s: s.without_pending(spec.name))
                 raise
         assert token.token is not None
-        if self.sink is not None:
-            # Under the manifest name: consumers find the value where they always did.
+        # Under the manifest name: consumers find the value where they always did.
+        if self.deliver is not None:
+            self._deliver(spec, token)
+        elif self.sink is not None:
             self.sink.add(spec.name, token.token)
         return token
+
+    # ------------------------------------------------ delivery to secret stores (issue 12)
+
+    def _deliver(self, spec: TokenSpec, token: ApiToken) -> None:
+        """A value no destination kept must not stay live: delete the new token again
+        (nobody has its value) and leave state as if it was never made."""
+        assert self.deliver is not None
+        try:
+            self.deliver(spec, token)
+        except DeliveryAbortedError as failure:
+            try:
+                self.api.delete(token.uid, missing_ok=True)
+            except ReconcilerError:
+                # The pending entry stays, so the next apply removes the token as an orphan;
+                # the delivery's failure is the one to report.
+                raise failure from None
+            self.journal.update(lambda s: s.without_pending(spec.name))
+            raise
 
     def _remove_orphans(self, live_name: str, started: datetime) -> None:
         """Delete tokens a lost create may have left: exactly that live name, made since it
@@ -404,5 +430,7 @@ def require_sink(plan: Plan, has_sink: bool, discard: bool) -> None:
         values = "values are" if creates != 1 else "value is"
         raise SecretsError(
             f"the plan creates {plural(creates, 'token')} whose {values} shown only once: "
-            "pass --secrets-out FILE to receive them, or --discard-secrets if nobody needs them"
+            "pass --secrets-out FILE (or vault://MOUNT/PATH, aws-sm://PATH, exec:COMMAND; "
+            "or secrets: in reconciler.yaml, deliver_to: in the manifest) to receive them, or "
+            "--discard-secrets if nobody needs them"
         )

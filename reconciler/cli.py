@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -96,10 +96,12 @@ def schema() -> None:
 # ---------------------------------------------------------------- plan / show / apply
 
 
-def _echo_plan(plan: Plan, fmt: str) -> None:
+def _echo_plan(
+    plan: Plan, fmt: str, destinations: Mapping[str, Sequence[str]] | None = None
+) -> None:
     from reconciler.render import render
 
-    text = render(plan, fmt, color=use_color())
+    text = render(plan, fmt, color=use_color(), destinations=destinations)
     click.echo(text, nl=not text.endswith("\n"))
 
 
@@ -159,17 +161,14 @@ def plan(
     )
     with Runtime(options()) as runtime:
         planned = make_plan(runtime, request)
-        _echo_plan(planned.plan, fmt)
-        _github_step_summary(planned.plan)
+        where = _planned_destinations(planned.plan)
+        _echo_plan(planned.plan, fmt, where)
+        _github_step_summary(planned.plan, where)
         planned.plan.check(force=True)  # conflicts fail the plan, and leave no file to apply
         if out:
             save_plan(runtime, planned, Path(out), prune=prune)
             # Creates need somewhere to put the new values, or the pasted command is refused.
-            sink = (
-                " --secrets-out new-tokens.json"
-                if any(a.creates for a in planned.plan.actions)
-                else ""
-            )
+            sink = " --secrets-out new-tokens.json" if _needs_destination(planned.plan) else ""
             command = hint(f"apply {shlex.quote(out)}{sink}")
             click.echo(f"Saved the plan to {out}. Apply it with: {command}", err=True)
         _warn_if_unsafe(planned.plan)
@@ -188,14 +187,38 @@ def _warn_if_unsafe(result: Plan) -> None:
         click.echo(f"Warning: apply will refuse this plan without --force: {exc.reason}", err=True)
 
 
-def _github_step_summary(result: Plan) -> None:
+def _planned_destinations(result: Plan) -> dict[str, list[str]] | None:
+    """Where plan's creates will deliver: deliver_to, else reconciler.yaml's secrets:
+    (apply's --secrets-out is not known yet); None when nothing is configured."""
+    if not any(a.creates for a in result.actions):
+        return None
+    from reconciler.config_file import load_secrets_setting
+    from reconciler.delivery import plan_destinations
+
+    setting = load_secrets_setting()
+    return plan_destinations(result, setting.destinations if setting else ()) or None
+
+
+def _needs_destination(result: Plan) -> bool:
+    """Whether apply of this plan needs --secrets-out: creates that neither their
+    deliver_to: nor reconciler.yaml's secrets: give a destination."""
+    if not any(a.creates for a in result.actions):
+        return False
+    from reconciler.config_file import load_secrets_setting
+    from reconciler.delivery import creates_have_destinations
+
+    setting = load_secrets_setting()
+    return not creates_have_destinations(result, setting.destinations if setting else ())
+
+
+def _github_step_summary(result: Plan, destinations: Mapping[str, Sequence[str]] | None) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return
     from reconciler import render
 
     with open(target, "a", encoding="utf-8") as handle:
-        handle.write(render.render_markdown(result) + "\n")
+        handle.write(render.render_markdown(result, destinations=destinations) + "\n")
 
 
 @cli.command()
@@ -217,14 +240,26 @@ def show(planfile: str, fmt: str) -> None:
 )
 @click.option(
     "--secrets-out",
-    type=click.Path(dir_okay=False),
-    help="File that receives every new token value (mode 0600).",
+    "secrets_out",
+    multiple=True,
+    metavar="DEST",
+    help="Where every new token value goes, repeatable: a file (mode 0600), "
+    "vault://MOUNT/PATH, aws-sm://PATH or exec:COMMAND (docs/secret-stores.md). "
+    "Default: secrets: in reconciler.yaml.",
 )
 @click.option(
     "--secrets-format",
     type=click.Choice(["json", "dotenv"]),
     default=None,
-    help="Format of --secrets-out (default: from its extension, else json).",
+    help="Format of --secrets-out files (default: from its extension, else json).",
+)
+@click.option(
+    "--exec-timeout",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long an exec: destination may run per value before it is killed.",
 )
 @click.option(
     "--discard-secrets",
@@ -252,8 +287,9 @@ def show(planfile: str, fmt: str) -> None:
 def apply(
     paths: tuple[str, ...],
     auto_approve: bool,
-    secrets_out: str | None,
+    secrets_out: tuple[str, ...],
     secrets_format: str | None,
+    exec_timeout: float,
     discard_secrets: bool,
     parallelism: int,
     force: bool,
@@ -270,6 +306,7 @@ def apply(
     """
     from reconciler import operations
     from reconciler.config_file import resolve_updates
+    from reconciler.delivery import describe_entries, plan_destinations
     from reconciler.errors import ApplyFailed
     from reconciler.render import apply_report
 
@@ -278,6 +315,8 @@ def apply(
         secrets_out=secrets_out,
         secrets_format=secrets_format,
         discard_secrets=discard_secrets,
+        on_exec_output=lambda text: click.echo(text, err=True),
+        exec_timeout=exec_timeout,
         parallelism=parallelism,
         force=force,
         threshold=threshold,
@@ -286,18 +325,19 @@ def apply(
         updates=resolve_updates(updates),
         replace=replace,
     )
+    run = operations.run_destinations(request)  # a mistyped destination fails here, offline
     with Runtime(options()) as runtime:
         outcome = operations.apply(
             runtime,
             request,
-            show=lambda plan: _echo_plan(plan, "text"),
+            show=lambda plan: _echo_plan(plan, "text", plan_destinations(plan, run)),
             confirm=None if auto_approve else lambda _plan: _confirm(),
             on_event=_progress(),
             stopping=_stop_on_signals,
         )
     if outcome.result is None:
         return
-    report = apply_report(outcome.result, secrets_out)
+    report = apply_report(outcome.result, "; ".join(describe_entries(run)) or None)
     if not outcome.result.ok:
         raise ApplyFailed(report)
     click.echo(report)

@@ -8,28 +8,33 @@
       endpoint_url: https://s3.example.com
       kms_key_id: alias/reconciler   # SSE-KMS instead of the default SSE-S3 (AES256)
       sse: AES256               # AES256 | aws:kms | none
+    secrets:                    # where new token values go (see docs/secret-stores.md)
+      - vault://secret/bentocloud
+      - aws-sm://bentocloud
 
 Precedence of the state location: --state, then $RECONCILER_STATE, then this file, then the
-default path.
+default path. ``--secrets-out`` given on the command line replaces the ``secrets:`` list.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reconciler.backends.s3 import OPTION_KEYS, S3Location
 from reconciler.errors import ConfigError, Problem
-from reconciler.yamlload import YMap, load_yaml
+from reconciler.yamlload import YList, YMap, load_yaml
+
+T = TypeVar("T")
 
 CONFIG_FILE_NAME = "reconciler.yaml"
 ENV_STATE = "RECONCILER_STATE"
 
 ENV_UPDATES = "RECONCILER_UPDATES"
-TOP_LEVEL_KEYS = ("state", "updates")
+TOP_LEVEL_KEYS = ("state", "secrets", "updates")
 UPDATE_MODES = ("in-place", "replace")
 _S3_KEYS = ("backend", "bucket", "key", *OPTION_KEYS)
 _LOCAL_KEYS = ("backend", "path")
@@ -102,6 +107,25 @@ def _updates_setting(path: Path) -> str | None:
 def load_state_setting(path: Path) -> StateSetting | None:
     """The ``state:`` section of ``path``; None when the file or the section is absent.
     Every problem in the file is reported at once, each with its line."""
+    return _load(path, _state_section)
+
+
+@dataclass(frozen=True)
+class SecretsSetting:
+    """The ``secrets:`` list: destination texts, and the file:line it came from."""
+
+    destinations: tuple[str, ...]
+    source: str
+
+
+def load_secrets_setting(cwd: Path | None = None) -> SecretsSetting | None:
+    """The ``secrets:`` list of reconciler.yaml in ``cwd``; None when absent. Each entry
+    is checked by the destination parser (offline), so a typo is reported with its line."""
+    path = (cwd / CONFIG_FILE_NAME) if cwd is not None else Path(CONFIG_FILE_NAME)
+    return _load(path, _secrets_section)
+
+
+def _load(path: Path, section: Callable[[Any, Path, list[Problem]], T]) -> T | None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -110,14 +134,42 @@ def load_state_setting(path: Path) -> StateSetting | None:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
     display = str(path)
     root, problems = load_yaml(text, display)
-    setting: StateSetting | None = None
+    setting: T | None = None
     if not problems and root is not None:
-        setting = _state_section(root, path, problems)
+        setting = section(root, path, problems)
     if problems:
         count = len(problems)
         head = f"{count} problem{'s' if count != 1 else ''} in {display}"
         raise ConfigError(head + ":\n" + "\n".join(f"  {p}" for p in problems))
     return setting
+
+
+def _secrets_section(root: Any, path: Path, problems: list[Problem]) -> SecretsSetting | None:
+    from reconciler.destinations import DestinationSyntaxError, parse_destination
+
+    display = str(path)
+    if not isinstance(root, YMap) or "secrets" not in root:
+        return None  # the state section reports a file that is not a mapping
+    line = root.key_lines.get("secrets")
+    items = root.get("secrets")
+    example = "secrets: [vault://secret/bentocloud]"
+    if not isinstance(items, YList) or not items:
+        problems.append(
+            Problem(display, line, f"secrets must be a list of destinations, such as {example}")
+        )
+        return None
+    for index, item in enumerate(items):
+        at = items.item_lines[index] if index < len(items.item_lines) else line
+        if not isinstance(item, str) or not item.strip():
+            problems.append(Problem(display, at, f"secrets[{index}] must be a non-empty string"))
+            continue
+        try:
+            parse_destination(item)
+        except DestinationSyntaxError as exc:
+            problems.append(Problem(display, at, f"secrets[{index}]: {exc}"))
+    if problems:
+        return None
+    return SecretsSetting(tuple(str(item) for item in items), f"{display}:{line}")
 
 
 def _state_section(root: Any, path: Path, problems: list[Problem]) -> StateSetting | None:
@@ -131,7 +183,7 @@ def _state_section(root: Any, path: Path, problems: list[Problem]) -> StateSetti
                 Problem(
                     display,
                     root.key_lines.get(key),
-                    f"unknown key {key!r} (known: {', '.join(TOP_LEVEL_KEYS)})",
+                    f"unknown key {key!r} (known: state) or secrets (where new token values go)",
                 )
             )
     section = root.get("state")

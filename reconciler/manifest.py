@@ -85,6 +85,23 @@ def _parse_overlap(value: object) -> timedelta:
     return parse_duration(value, allow_zero=True)
 
 
+def _check_destination(value: str) -> str:
+    # Parsing talks to no store and imports no client: a typo fails validate, offline.
+    from reconciler.destinations import DestinationSyntaxError, parse_destination
+
+    try:
+        parse_destination(value)
+    except DestinationSyntaxError as exc:
+        raise ValueError(f"deliver_to: {exc}") from None
+    return value
+
+
+DestinationText = Annotated[
+    str,
+    AfterValidator(_check_destination),
+    WithJsonSchema({"type": "string", "minLength": 1}),
+]
+
 Scope = Annotated[
     str,
     AfterValidator(_check_scope),
@@ -169,6 +186,14 @@ class TokenEntry(BaseModel):
             "it expires. Needs expires."
         ),
     )
+    deliver_to: list[DestinationText] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Where this token's new values go, replacing the run's --secrets-out / secrets: "
+            "list: vault://MOUNT/PATH, aws-sm://PATH, exec:COMMAND or a file path."
+        ),
+    )
 
     def to_spec(self) -> TokenSpec:
         return TokenSpec(
@@ -178,6 +203,7 @@ class TokenEntry(BaseModel):
             expires=self.expires,
             rotate_before=self.rotate_before,
             overlap=self.overlap,
+            deliver_to=tuple(self.deliver_to or ()),
         )
 
 
@@ -591,6 +617,11 @@ def _problem_for(error: Any, root: Any, display: str) -> Problem:
         if field_name == "tokens":
             example = "followed by lines starting with `- name:`"
         message = f"{field_name} must be a list, not {_kind(value)}: write {field_name}: {example}"
+    elif kind == "too_short" and field_name == "deliver_to":
+        message = (
+            "deliver_to is empty: list one or more destinations (such as deliver_to: "
+            '["vault://secret/bentocloud"]), or remove it to use the run\'s --secrets-out'
+        )
     elif kind == "too_short" and field_name == "scopes":
         message = (
             f"scopes is empty: a token needs at least one scope, such as scopes: [api] "

@@ -137,9 +137,14 @@ class ApplyRequest:
     """What to apply: manifests, or one saved plan file (``paths == (FILE,)``)."""
 
     paths: Sequence[str] = ()
-    secrets_out: str | None = None
+    #: Where new values go: one destination or several (file paths, vault://, aws-sm://,
+    #: exec:); None or empty for the ``secrets:`` list of reconciler.yaml.
+    secrets_out: str | Sequence[str] | None = None
     secrets_format: str | None = None
     discard_secrets: bool = False
+    #: Receives the (masked) output of exec: destinations; None logs it.
+    on_exec_output: Callable[[str], None] | None = None
+    exec_timeout: float = 60.0
     parallelism: int = 10
     force: bool = False
     threshold: float = DEFAULT_THRESHOLD
@@ -191,6 +196,21 @@ def _saved_plan_checked(runtime: Runtime, saved: SavedPlan) -> tuple[Plan, State
     return saved.plan, state
 
 
+def run_destinations(request: ApplyRequest) -> tuple[str, ...]:
+    """The run's destination list: the request's, else reconciler.yaml's ``secrets:``."""
+    from reconciler.config_file import load_secrets_setting
+    from reconciler.destinations import parse_destination
+
+    if isinstance(request.secrets_out, str):
+        return (request.secrets_out,) if request.secrets_out else ()
+    if request.secrets_out:
+        for text in request.secrets_out:
+            parse_destination(text)  # DestinationSyntaxError: one line, before anything
+        return tuple(request.secrets_out)
+    setting = load_secrets_setting()
+    return setting.destinations if setting is not None else ()
+
+
 def open_sink(secrets_out: str | None, secrets_format: str | None) -> SecretsSink | None:
     """Opened after confirmation but before the first create, so an unwritable sink fails
     the run while nothing exists yet."""
@@ -222,6 +242,7 @@ def apply(
     ``stop`` on SIGTERM. Raises PlanError or SecretsError before any change when refused."""
     # Imported here, not at the top: `plan` shares this module and never applies.
     from reconciler.applier import Applier, require_sink
+    from reconciler.delivery import Deliveries, creates_have_destinations
     from reconciler.journal import Journal
 
     saved = read_saved_plan(request)
@@ -239,18 +260,26 @@ def apply(
         outcome = ApplyOutcome(plan, saved=saved is not None)
         if not plan.has_changes:
             return outcome
-        require_sink(plan, bool(request.secrets_out), request.discard_secrets)
+        run = run_destinations(request)
+        require_sink(plan, creates_have_destinations(plan, run), request.discard_secrets)
         if confirm is not None and saved is None:
             confirm(plan)
-        sink = open_sink(request.secrets_out, request.secrets_format)
+        deliveries = Deliveries(
+            run,
+            secrets_format=request.secrets_format,
+            on_output=request.on_exec_output,
+            exec_timeout=request.exec_timeout,
+        )
+        deliveries.prepare(plan)  # files opened, stores checked: before the first create
         journal = Journal(runtime.backend, state)
         applier = Applier(
             runtime.api,
             journal,
-            sink,
+            deliveries.first_sink,
             parallelism=request.parallelism,
             on_event=on_event,
             discard_secrets=request.discard_secrets,
+            deliver=deliveries.deliver,
         )
         with stopping(applier.request_stop):
             outcome.result = applier.run(plan)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -105,9 +105,15 @@ def _changes(action: Action) -> list[tuple[str, str, str]]:
     return rows
 
 
-def render_text(plan: Plan, *, color: bool) -> str:
+#: For each token the plan creates, where its new value goes (describe() texts, never a
+#: credential): reconciler.delivery.plan_destinations.
+Destinations = Mapping[str, Sequence[str]]
+
+
+def render_text(plan: Plan, *, color: bool, destinations: Destinations | None = None) -> str:
     """The human plan, Terraform-like: a legend, one line per action with its reasons,
-    the attributes a replace changes, conflicts with their fixes, and a summary line."""
+    the attributes a replace changes, where a new value goes, conflicts with their fixes,
+    and a summary line."""
 
     def style(text: str, **kwargs: Any) -> str:
         return click.style(text, **kwargs) if color else text
@@ -140,6 +146,8 @@ def render_text(plan: Plan, *, color: bool) -> str:
                         f"        {attr + ':':<{width + 1}} "
                         f"{style(old, fg='red')} -> {style(new, fg='green')}"
                     )
+            for where in (destinations or {}).get(action.name, ()) if action.creates else ():
+                lines.append(f"        deliver to: {plain(where)}")
         lines.append("")
     if plan.conflicts:
         count = len(plan.conflicts)
@@ -208,12 +216,14 @@ def _md_fix(fix: str) -> str:
     return "".join(md_code(part) if index % 2 else md(part) for index, part in enumerate(parts))
 
 
-def _md_reasons(action: Action) -> str:
+def _md_reasons(action: Action, destinations: Destinations | None = None) -> str:
     cells = [md(r) for r in action.reasons]
     if action.kind in ("replace", "update"):
         cells += [
             f"{md(attr)}: {md_code(old)} → {md_code(new)}" for attr, old, new in _changes(action)
         ]
+    if action.creates:
+        cells += [f"deliver to: {md_code(w)}" for w in (destinations or {}).get(action.name, ())]
     return "<br>".join(cells)
 
 
@@ -239,16 +249,19 @@ def _fit_rows(rows: list[str], budget: int) -> tuple[list[str], int]:
     return rows, 0
 
 
-def render_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
+def render_markdown(
+    plan: Plan, *, limit: int = MARKDOWN_LIMIT, destinations: Destinations | None = None
+) -> str:
     """A pull-request comment: summary, conflicts, a table of actions (replacements and
     deletions first), and the unchanged/unmanaged counts collapsed. All user text is
     escaped (see ``md``). Past ``limit`` characters the tables are cut, least risky rows
     first (creates, adoptions, forgets), and a note says how many rows are missing: the
     full plan is in the text and JSON views."""
-    text = _markdown(plan, budget=None)
+    text = _markdown(plan, budget=None, destinations=destinations)
     if len(text) <= limit:
         return text
-    return _markdown(plan, budget=max(limit - _markdown_overhead(plan), 0))
+    budget = max(limit - _markdown_overhead(plan), 0)
+    return _markdown(plan, budget=budget, destinations=destinations)
 
 
 def _markdown_overhead(plan: Plan) -> int:
@@ -256,7 +269,7 @@ def _markdown_overhead(plan: Plan) -> int:
     return len(_markdown(plan, budget=0))
 
 
-def _markdown(plan: Plan, *, budget: int | None) -> str:
+def _markdown(plan: Plan, *, budget: int | None, destinations: Destinations | None = None) -> str:
     lines = ["### Reconciler plan", ""]
     summary = summary_line(plan)
     if plan.actions:
@@ -278,7 +291,7 @@ def _markdown(plan: Plan, *, budget: int | None) -> str:
             f"**{a.kind}**" if a.destructive else a.kind,
             md_code(_names(a)),
             md_code(a.uid or ""),
-            _md_reasons(a),
+            _md_reasons(a, destinations),
         ]
         for a in ordered
     )
@@ -359,8 +372,16 @@ RENDERERS: dict[str, Callable[[Plan, bool], str]] = {
 }
 
 
-def render(plan: Plan, fmt: str, *, color: bool = False) -> str:
-    """``plan`` in one of the RENDERERS formats (colour applies to text only)."""
+def render(
+    plan: Plan, fmt: str, *, color: bool = False, destinations: Destinations | None = None
+) -> str:
+    """``plan`` in one of the RENDERERS formats (colour applies to text only). Text and
+    Markdown name each create's ``destinations``; JSON has them as ``spec.deliver_to``
+    only where a manifest sets one (the run's list is the apply's, not the plan's)."""
+    if fmt == "text":
+        return render_text(plan, color=color, destinations=destinations)
+    if fmt == "markdown":
+        return render_markdown(plan, destinations=destinations)
     return RENDERERS[fmt](plan, color)
 
 

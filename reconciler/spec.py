@@ -4,7 +4,7 @@ state, the planner and saved plans."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Literal
 
@@ -234,10 +234,16 @@ class TokenSpec:
     rotate_before: timedelta | None = None
     # How long the previous generation stays valid after its successor was delivered.
     overlap: timedelta = timedelta(0)
+    #: The token's own secrets destinations (manifest ``deliver_to:``), replacing the run's
+    #: list; empty means the run's. Where the value goes is not a property of the token, so
+    #: changing it never replaces one.
+    deliver_to: tuple[str, ...] = field(default=(), compare=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready, canonical form (state, saved plans, deepdiff input)."""
-        return {
+    def to_dict(self, *, delivery: bool = True) -> dict[str, Any]:
+        """A JSON-ready, canonical form (state, saved plans, deepdiff input); without
+        ``deliver_to`` when ``delivery`` is False (state records tokens, not where their
+        values went)."""
+        data: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "scopes": sorted(self.scopes),
@@ -247,6 +253,10 @@ class TokenSpec:
             ),
             "overlap": format_duration(self.overlap) if self.overlap else "0s",
         }
+        if delivery and self.deliver_to:
+            # Only when set, so states and plans written before deliver_to read the same.
+            data["deliver_to"] = list(self.deliver_to)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenSpec:
@@ -259,4 +269,5 @@ class TokenSpec:
             expires=Expiry.parse(data.get("expires") or "never"),
             rotate_before=parse_duration(rotate) if rotate else None,
             overlap=parse_duration(str(data.get("overlap") or "0s"), allow_zero=True),
+            deliver_to=tuple(str(d) for d in data.get("deliver_to") or ()),
         )

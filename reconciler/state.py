@@ -45,7 +45,7 @@ class OwnedToken:
             "name": self.name,
             "live_name": self.live_name,
             "uid": self.uid,
-            "spec": self.spec.to_dict(),
+            "spec": self.spec.to_dict(delivery=False),
             "created_at": _text(self.created_at),
             "expired_at": _text(self.expired_at),
             "proven": self.proven,

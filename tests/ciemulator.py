@@ -6,6 +6,12 @@ docs/github-actions.md on this machine, step by step, for real.
 - ``run:``/``script:`` steps run in bash as the CI systems run them (``-eo pipefail``),
   with the variables they set (``RUNNER_TEMP``, ``GITHUB_OUTPUT``, ``GITHUB_STEP_SUMMARY``,
   ``CI_*``), so the documented shell is what is tested.
+- CI logins to secret stores are emulated by what they yield: ``hashicorp/vault-action``
+  (JWT method) and ``aws-actions/configure-aws-credentials`` export the variables the test
+  gives as ``logins`` to the later steps; GitLab ``id_tokens:`` become variables holding a
+  placeholder token; the ``vault`` stub prints what ``Machine.answer`` set for it (the
+  token a ``vault write auth/jwt/login`` would return). The stores themselves are real
+  (OpenBao's dev server, moto) in the tests that use these.
 - ``reconciler`` on PATH runs this checkout's reconciler (``python -m reconciler``). The
   outside services are stubs that record their arguments and the files they were given:
   ``pip`` (the package is already installed), ``gh``, ``curl`` and ``vault``.
@@ -43,6 +49,10 @@ entry = {{"tool": tool, "args": args, "cwd": os.getcwd(), "files": files}}
 entry["env"] = {{k: os.environ.get(k) for k in ("GH_TOKEN", "PR", "VAULT_TOKEN")}}
 with open({log!r}, "a", encoding="utf-8") as log:
     log.write(json.dumps(entry) + "\\n")
+answer = os.path.join(os.path.dirname({log!r}), "answer-" + tool)
+if tool != "reconciler" and os.path.isfile(answer):
+    with open(answer, encoding="utf-8") as handle:
+        sys.stdout.write(handle.read())
 if tool == "reconciler":
     os.execv({python!r}, [{python!r}, "-m", "reconciler", *args])
 """
@@ -88,6 +98,10 @@ class Machine:
         }
         env.update(extra or {})
         return env
+
+    def answer(self, tool: str, text: str) -> None:
+        """What the stub of ``tool`` prints from now on."""
+        (self.root / f"answer-{tool}").write_text(text, encoding="utf-8")
 
     def calls(self, tool: str | None = None) -> list[dict[str, Any]]:
         if not self.log.exists():
@@ -239,7 +253,11 @@ class GitHubRun:
         secrets: Mapping[str, str],
         variables: Mapping[str, str],
         pull_request: int | None = None,
+        logins: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
+        """``logins``: for a login action (``hashicorp/vault-action@v3``,
+        ``aws-actions/configure-aws-credentials@v4``), the variables it exports."""
+        self.logins = {k: dict(v) for k, v in (logins or {}).items()}
         self.machine = machine
         self.remote = remote
         self.workflow = workflow
@@ -307,7 +325,7 @@ class GitHubRun:
                 job.logs.append(f"[{index}] skipped: {step.get('name') or step.get('uses')}")
                 continue
             if "uses" in step:
-                self._uses(step, workspace, context, job)
+                self._uses(step, workspace, context, job, env)
                 continue
             outputs = temp / f"output-{index}"
             outputs.touch()
@@ -334,10 +352,22 @@ class GitHubRun:
         return job
 
     def _uses(
-        self, step: Mapping[str, Any], workspace: Path, context: Mapping[str, Any], job: Job
+        self,
+        step: Mapping[str, Any],
+        workspace: Path,
+        context: Mapping[str, Any],
+        job: Job,
+        env: dict[str, str],
     ) -> None:
         action = str(step["uses"])
         options = {k: interpolate(v, context) for k, v in step.get("with", {}).items()}
+        if action in _LOGIN_OPTIONS:
+            for option in _LOGIN_OPTIONS[action]:
+                assert options.get(option), f"{action} needs {option}: {options}"
+            assert action in self.logins, f"the test gave no login for {action}"
+            env.update(self.logins[action])  # what the action exports to later steps
+            job.logs.append(f"uses {action} (emulated login) {sorted(options)}")
+            return
         if action == "actions/checkout@v4":
             ref = options.get("ref", self.checkout)
             target = workspace / options.get("path", ".")
@@ -357,6 +387,13 @@ class GitHubRun:
         else:
             raise AssertionError(f"the emulator does not know the action {action}")
         job.logs.append(f"uses {action} {options}")
+
+
+# The login actions the emulator knows, and the options each must be given.
+_LOGIN_OPTIONS = {
+    "hashicorp/vault-action@v3": ("url", "method", "role", "exportToken"),
+    "aws-actions/configure-aws-credentials@v4": ("role-to-assume", "aws-region"),
+}
 
 
 # ---------------------------------------------------------------- GitLab CI
@@ -420,6 +457,8 @@ class GitLabPipeline:
                 shutil.copy2(item, workspace)
         # Job variables from the file, overridden by the project's (as in GitLab).
         env = self.machine.env({**spec.get("variables", {}), **variables, **self.git_env})
+        for name, token in spec.get("id_tokens", {}).items():
+            env[name] = f"emulated-id-token-for-{token['aud']}"
         default = self.config.get("default", {})
         script = [*default.get("before_script", []), *spec["script"]]
         result = self.machine.run_shell("\n".join(script), cwd=workspace, env=env, name=job_id)

@@ -4,7 +4,9 @@ A session-wide ``REGISTRY`` collects
 
 - secrets: every token value and admin key the in-process local API generates (its value
   factories are wrapped at import), every value found in a secrets sink file a test
-  registers, and any API key a test registers;
+  registers, any API key a test registers, and the secret-store credentials
+  (``VAULT_TOKEN``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``) in the environment of
+  every CLI run made through the runners below;
 - artifacts: stdout, stderr and exception text (with traceback) of every CLI run made with
   ``run_cli`` / ``run_cli_subprocess`` / ``CliProcess``, every log record of reconciler,
   httpx, httpcore or uvicorn at any level during the whole session, and every state, plan or
@@ -48,6 +50,11 @@ _URLSAFE = re.compile(r"^[A-Za-z0-9_\-]+$")
 _WATCHED_LOGGERS = ("reconciler", "httpx", "httpcore", "uvicorn", "starlette", "fastapi")
 # Environment a developer's shell may carry that would change what the CLI does.
 _CLEARED_ENV = ("BENTO_CLOUD_API_ENDPOINT", "BENTO_CLOUD_API_KEY", "GITHUB_STEP_SUMMARY")
+
+
+# Credentials of the secret stores a CLI run may be given (issue 12): registered from the
+# environment of every run, so no test has to remember to.
+STORE_CREDENTIAL_VARS = ("VAULT_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,12 @@ class SecretRegistry:
 
 
 REGISTRY = SecretRegistry()
+
+
+def register_store_credentials(env: Mapping[str, str]) -> None:
+    """Look for the store credentials in ``env`` (a run's environment) in every artifact."""
+    for name in STORE_CREDENTIAL_VARS:
+        REGISTRY.add_secret(env.get(name), f"store credential ${name}")
 
 
 def read_sink(path: Path) -> dict[str, str]:
@@ -337,6 +350,7 @@ def cli_environment(home: Path, env: Mapping[str, str] | None = None) -> dict[st
     full["BENTOML_HOME"] = str(home / ".no-bentoml-home")
     full["NO_COLOR"] = "1"
     full.update(env or {})
+    register_store_credentials(full)
     return full
 
 
@@ -349,6 +363,7 @@ def _isolated_environ(home: Path, env: Mapping[str, str] | None) -> Iterator[Non
     os.environ["BENTOML_HOME"] = str(home / ".no-bentoml-home")
     os.environ["NO_COLOR"] = "1"
     os.environ.update(env or {})
+    register_store_credentials(os.environ)
     try:
         yield
     finally:

@@ -31,7 +31,8 @@ from convergence import (
     check_recoverable,
     token_spec,
 )
-from leakcheck import CliProcess, run_cli
+from leakcheck import REGISTRY, CliProcess, run_cli
+from openbao_server import OpenBao
 
 from reconciler.server.faults import Faults
 
@@ -434,3 +435,94 @@ def test_sigkill_while_the_journal_is_folded_loses_nothing(tmp_path: Path) -> No
         assert {t["name"]: t["uid"] for t in folded["tokens"]} == expected
         assert folded["serial"] == state.serial
     print(f"fold kills (window {window:.3f}s): {seen}")
+
+
+# ------------------------------------------------------------ kills with a Vault destination
+
+VAULT_TRIALS = int(os.environ.get("RECONCILER_CHAOS_VAULT_TRIALS") or 4)
+
+
+@pytest.mark.slow
+def test_sigkill_with_a_vault_destination_then_apply_converges(
+    local_api_factory: LocalApiFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """apply delivering to OpenBao killed at random instants (seeded as above); at the kill
+    nothing is live that the next apply will not clean up, and once it converges every
+    owned token's current value in Vault authenticates as that very token."""
+    from openbao_server import start_openbao
+
+    bao = start_openbao(tmp_path)
+    REGISTRY.add_secret(bao.root_token, "vault token (VAULT_TOKEN)")
+    monkeypatch.setenv("VAULT_ADDR", bao.url)
+    monkeypatch.setenv("VAULT_TOKEN", bao.root_token)
+    for name in ("VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_CAPATH"):
+        monkeypatch.delenv(name, raising=False)
+    rng = random.Random(CHAOS_SEED + 12)
+    lines: list[str] = []
+    try:
+        for index in range(VAULT_TRIALS):
+            lines.append(_vault_trial(index, rng, bao, local_api_factory, tmp_path))
+    finally:
+        bao.stop()
+        with capsys.disabled():
+            print(f"\nchaos with vault: seed {CHAOS_SEED + 12}\n" + "\n".join(lines))
+    assert len(lines) == VAULT_TRIALS
+
+
+def _vault_trial(
+    index: int, rng: random.Random, bao: OpenBao, factory: LocalApiFactory, root: Path
+) -> str:
+    parallelism = rng.choice([1, 2, 4])
+    faulty = index % 2 == 1
+    api = factory(faults=Faults(latency_ms=rng.uniform(5, 20)))
+    ws = Workspace(api, root / f"vault-trial-{index}")
+    destination = f"vault://secret/chaos{index}"
+    ws.declare([token_spec(f"v{index}-{n}") for n in range(30)])
+    if faulty:
+        api.set_faults(lost_create_rate=0.15, error_after_create_rate=0.1, seed=index)
+    args = ws.apply_args("--secrets-out", destination, parallelism=parallelism)
+    process = CliProcess(*args, home=ws.home)
+    assert process.wait_for_output(lambda line: line.startswith("Applying"), 30), process.finish()
+    delay = rng.uniform(0.0, APPLY_WINDOW[parallelism] * 0.5)  # 30 tokens, not 40
+    time.sleep(delay)
+    killed = process.proc.poll() is None
+    process.send(signal.SIGKILL)
+    result = process.finish()
+    api.reset_faults()
+    ws.record()
+    if not killed:
+        assert "Traceback" not in result.err, result
+    at_kill = check_recoverable(ws)
+    _check_vault_holds_owned(ws, bao, index)  # at the kill: no owned token without its value
+    _unlock_after_kill(ws)
+    recovery = ws.apply("--secrets-out", destination)
+    assert recovery.code == 0, recovery
+    check_no_changes(ws)
+    check_converged(ws)
+    owned = _check_vault_holds_owned(ws, bao, index)
+    api.stop()
+    return (
+        f"  trial {index} p={parallelism} {'faults ' if faulty else '       '}"
+        f"kill@Applying+{delay:.3f}s -> {'killed' if killed else f'exited {result.code}'}; "
+        f"live owned={at_kill.owned_live} orphans={at_kill.orphans}; recovered, "
+        f"{owned} values current in Vault"
+    )
+
+
+def _check_vault_holds_owned(ws: Workspace, bao: OpenBao, index: int) -> int:
+    """Every token state owns has its current value in Vault; returns how many."""
+    state = ws.read_state()
+    if state is None:
+        return 0
+    kv = bao.client().secrets.kv.v2
+    for name, owned in state.tokens.items():
+        stored = kv.read_secret_version(path=f"chaos{index}/{name}", mount_point="secret",
+                                        raise_on_deleted_version=True)["data"]["data"]  # fmt: skip
+        REGISTRY.add_secret(stored["token"], f"token value in vault ({name})")
+        principal = ws.api.store.authenticate(stored["token"])
+        assert principal is not None and principal.token_uid == owned.uid, name
+        assert stored["uid"] == owned.uid, name
+    return len(state.tokens)

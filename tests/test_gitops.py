@@ -820,7 +820,7 @@ _ANY_BLOCK = re.compile(r"```\w*\n(.*?)\n```", re.S)
 # "run:" or "$ ", up to a redirection, a pipe or the end of the line.
 _COMMAND = re.compile(r"(?:^|(?<=[\s:;&|(]))(reconciler[ \t]+[^\n;&|>#]*)", re.M)
 _INLINE = re.compile(r"(?<!`)`(reconciler [^`]+)`(?!`)")
-EXECUTED_BLOCKS = ("github-workflow", "gitlab-ci", "local")
+EXECUTED_BLOCKS = ("github-workflow", "gitlab-ci", "local", "github-stores", "gitlab-stores")
 
 
 def _doc_blocks() -> dict[str, tuple[str, str]]:

@@ -663,6 +663,7 @@ def test_schema_structure() -> None:
         "expires",
         "rotate_before",
         "overlap",
+        "deliver_to",
     }
     for prop in [*properties.values(), schema["properties"]["tokens"]]:
         assert prop["description"]

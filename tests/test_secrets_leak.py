@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 from convergence import Workspace, token_spec
+from deliverhelpers import CLEARED_ENV, Stores, StoreWorkspace, stores, token
 from leakcheck import REGISTRY, SecretRegistry, all_loggers_at_debug, run_cli
 
 from reconciler.client import ApiTokenAPI, RestClient
@@ -30,6 +31,8 @@ from reconciler.settings import resolve_connection
 
 if TYPE_CHECKING:
     from conftest import LocalApi
+
+__all__ = ["stores"]  # the OpenBao and moto servers, a fixture used by name below
 
 EMPTY_LISTING = json.dumps({"start": 0, "count": 100, "total": 0, "items": []}).encode()
 
@@ -558,3 +561,60 @@ def test_no_configured_secret_survives_a_server_echo(
         assert secret[:8] not in result.text, result
     if "-vv" not in verbose:
         assert len(result.err.strip().splitlines()) == 1, result
+
+
+# ---------------------------------------------------------------- secret stores (issue 12)
+
+
+def test_store_credentials_and_values_never_leak_at_any_verbosity(
+    stores: Stores, local_api: LocalApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apply delivering to OpenBao, Secrets Manager and commands, at -v and -vv with every
+    logger at DEBUG, through successes and every kind of failure (a refused token, a
+    command that fails after Vault took the value, one that prints what it inherited):
+    neither VAULT_TOKEN, nor the AWS secret key, nor a value appears anywhere."""
+    for name in (*CLEARED_ENV, "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_CAPATH"):
+        monkeypatch.delenv(name, raising=False)
+    ws = StoreWorkspace(tmp_path / "ws", local_api, stores)
+    assert REGISTRY.secrets_of_kind("vault token") and REGISTRY.secrets_of_kind("AWS secret")
+    # leakcheck registers these from every run's environment too (STORE_CREDENTIAL_VARS).
+    mark = REGISTRY.mark()
+    noisy = 'exec:cat; echo; echo "vault=$VAULT_TOKEN aws=$AWS_SECRET_ACCESS_KEY"'
+    failing = 'exec:cat >&2; echo " $VAULT_TOKEN"; exit 4'
+    runs = []
+
+    def cli(*args: str, env: dict[str, str] | None = None) -> None:
+        connection = ["--endpoint", local_api.url, "--api-key", local_api.admin_key]
+        connection += ["--state", str(ws.state_path)]
+        with monkeypatch.context() as patched:
+            for key, value in {**ws.env, **(env or {})}.items():
+                patched.setenv(key, value)
+            patched.chdir(ws.root)  # manifests/ and reconciler.yaml of the workspace
+            runs.append(run_cli(*connection, *args, home=ws.root))
+
+    with all_loggers_at_debug():
+        for verbosity in ("-v", "-vv"):
+            names = [f"leak{verbosity[1:]}-{n}" for n in range(3)]
+            ws.declare(*(token(name) for name in names))
+            cli("plan", verbosity)
+            cli("apply", "--auto-approve", verbosity, "--secrets-out", ws.vault,
+                "--secrets-out", ws.aws, "--secrets-out", noisy)  # fmt: skip
+            assert runs[-1].code == 0, runs[-1]
+            ws.declare(*(token(name) for name in names), token(f"doomed{verbosity[1:]}"))
+            cli("apply", "--auto-approve", verbosity, "--secrets-out", ws.vault,
+                env={"VAULT_TOKEN": "root-" + "f" * 40})  # fmt: skip
+            assert runs[-1].code == 1 and "vault://" in runs[-1].err, runs[-1]
+            cli("apply", "--auto-approve", verbosity, "--secrets-out", ws.vault,
+                "--secrets-out", failing)  # fmt: skip
+            assert runs[-1].code == 1 and "status 4" in runs[-1].err, runs[-1]
+            cli("apply", "--auto-approve", verbosity, "--secrets-out", ws.aws,
+                env={"AWS_ENDPOINT_URL_SECRETS_MANAGER": "http://127.0.0.1:9"})  # fmt: skip
+            assert runs[-1].code == 1 and "aws-sm://" in runs[-1].err, runs[-1]
+    REGISTRY.add_secret("root-" + "f" * 40, "wrong vault token")
+    for name in ws.owned():
+        ws.vault_document(name)  # registers every delivered value
+    REGISTRY.record_state_files(ws.state_path)
+    assert "***" in runs[1].text  # the command's echo of the value, masked
+    assert "[VAULT_TOKEN]" in runs[1].text and "[AWS_SECRET_ACCESS_KEY]" in runs[1].text
+    leaks = REGISTRY.leaks(since=mark)
+    assert not leaks, "\n".join(map(str, leaks))
