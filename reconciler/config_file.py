@@ -183,7 +183,8 @@ def _state_section(root: Any, path: Path, problems: list[Problem]) -> StateSetti
                 Problem(
                     display,
                     root.key_lines.get(key),
-                    f"unknown key {key!r} (known: state) or secrets (where new token values go)",
+                    f"unknown key {key!r} (known: state) or secrets (where new token values "
+                    "go) or updates (in-place or replace)",
                 )
             )
     section = root.get("state")
