@@ -248,7 +248,8 @@ def test_a_rotation_keeps_the_previous_value_as_the_previous_version(
     assert ws.apply(ws.vault, ws.aws).code == 0
     first = ws.vault_document("alpha")
     ws.declare({"name": "alpha", "scopes": ["api", "read_organization"]})
-    result = ws.apply(ws.vault, ws.aws, extra=("--force",))
+    # A scope change is an update in place; --updates replace makes it a new generation.
+    result = ws.apply(ws.vault, ws.aws, extra=("--force", "--updates", "replace"))
     assert result.code == 0, result
     current = ws.vault_document("alpha")
     assert first is not None and current is not None
