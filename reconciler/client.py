@@ -1,4 +1,4 @@
-"""BentoCloud's API-token endpoints: ApiTokenAPI over the REST transport (WIRE.md)."""
+"""BentoCloud's API-token endpoints: ApiTokenAPI over the REST transport (docs/wire-format.md)."""
 
 from __future__ import annotations
 
@@ -229,8 +229,8 @@ class ApiTokenAPI:
         scopes: builtins.list[str] | None = None,
         expired_at: datetime | None = None,
     ) -> ApiToken | None:
-        """Change a token in place (WIRE.md section 9); None leaves a field as it is, the
-        value never changes. Returns the updated token, or None when it does not exist
+        """Change a token in place (docs/wire-format.md section 8); None leaves a field as it
+        is, the value never changes. Returns the updated token, or None when it does not exist
         (as ``get``). UpdateRouteMissing when the API has no update route.
 
         PATCH is idempotent (the same body twice gives the same token), so it is retried

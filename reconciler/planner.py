@@ -245,7 +245,8 @@ def build_plan(
     updates: Updates = "in-place",
     replace: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Decide what to do, following DESIGN.md's ownership table. Pure: no I/O, no clock.
+    """Decide what to do, following the ownership table (docs/design.md section 3).
+    Pure: no I/O, no clock.
 
     ``desired`` maps name to spec; ``live`` is every token the credentials can list;
     ``state`` says which of them reconciler owns; ``now`` is the moment expiry and

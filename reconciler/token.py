@@ -1,4 +1,4 @@
-"""ApiToken: one BentoCloud API token as the wire describes it (WIRE.md section 4)."""
+"""ApiToken: one BentoCloud API token as the wire describes it (docs/wire-format.md section 4)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """Crash safety: `apply` killed with SIGKILL at random instants, and stopped with SIGINT/SIGTERM.
 
-DESIGN.md promises that a crash or kill at any instant of apply leaves state from which the
-next apply converges: no owned token forgotten, no duplicate, no live token whose secret
-was never delivered. The chaos test runs apply on 40+ tokens as a real process against the
-local API with added latency (so kills land mid-apply), kills it after a seeded random
-delay, checks what must hold at that instant, then applies again without faults and checks
-convergence against the API's own database (each secrets-file value must authenticate as
-the one live token of its name).
+docs/design.md (section 7) promises that a crash or kill at any instant of apply leaves
+state from which the next apply converges: no owned token forgotten, no duplicate, no live
+token whose secret was never delivered. The chaos test runs apply on 40+ tokens as a real
+process against the local API with added latency (so kills land mid-apply), kills it after
+a seeded random delay, checks what must hold at that instant, then applies again without
+faults and checks convergence against the API's own database (each secrets-file value must
+authenticate as the one live token of its name).
 
 Seed and trial count: RECONCILER_CHAOS_SEED and RECONCILER_CHAOS_TRIALS (defaults below);
 the seed and a line per trial are printed.

@@ -1,4 +1,5 @@
-"""The local API over real HTTP: endpoints, WIRE.md shapes, auth, paging, persistence, faults."""
+"""The local API over real HTTP: endpoints, the shapes of docs/wire-format.md, auth, paging,
+persistence, faults."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def create(client: httpx.Client, name: str, **fields: Any) -> dict[str, Any]:
 
 
 def check_token_shape(token: dict[str, Any], *, with_secret: bool = False) -> None:
-    """Every key WIRE.md section 4 requires, with the types BentoML's client accepts."""
+    """Every key docs/wire-format.md section 4 requires, with the types BentoML's client accepts."""
     expected = TOKEN_KEYS | ({"token"} if with_secret else set())
     assert set(token) == expected
     (CreatedApiToken if with_secret else ApiToken).model_validate(token)

@@ -1,4 +1,4 @@
-"""The local API behaves as Yatai does where servers differ (WIRE.md sections 8 and 9):
+"""The local API behaves as Yatai does where servers differ (docs/wire-format.md sections 7 and 8):
 unique live names, the error body, the update route and its absence, scopes, and the
 hostile inputs of issue 15. All over real HTTP, and `reconciler serve` as a process."""
 

@@ -1,5 +1,5 @@
 """The FastAPI application of the local BentoCloud-compatible token API: the routes of
-WIRE.md (sections 2-9), answered as Yatai answers them, over a SQLite store."""
+docs/wire-format.md (sections 2-8), answered as Yatai answers them, over a SQLite store."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What the local API says on the wire: the models of its schema, the token object, Yatai's
-error body, and the checks every value from a request goes through (docs: WIRE.md)."""
+error body, and the checks every value from a request goes through (docs/wire-format.md)."""
 
 from __future__ import annotations
 
@@ -235,7 +235,7 @@ def user_to_wire(user: UserRecord) -> dict[str, Any]:
 def token_to_wire(
     record: TokenRecord, now: str | None = None, *, secret: str | None = None
 ) -> dict[str, Any]:
-    """The token object of WIRE.md section 4; ``token`` only when a secret is given.
+    """The token object of docs/wire-format.md section 4; ``token`` only when a secret is given.
     ``now`` is the current time as stored text (``format_db_time``), for ``is_expired``."""
     now = now or format_db_time(datetime.now(timezone.utc))
     org = record.organization
