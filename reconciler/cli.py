@@ -20,11 +20,13 @@ from reconciler import __version__
 from reconciler.cli_state import force_unlock, import_, state
 from reconciler.cli_support import (
     DEFAULT_MANIFESTS,
+    apply_options,
     global_options,
     lock_options,
     lock_wait_seconds,
     options,
     plan_options,
+    serve_options,
     sigterm_unwinds,
     stopped_by_sigterm,
     usage_error,
@@ -148,7 +150,14 @@ def plan(
     import shlex
 
     from reconciler.config_file import resolve_updates
-    from reconciler.operations import PlanRequest, make_plan, save_plan
+    from reconciler.operations import (
+        PlanRequest,
+        make_plan,
+        needs_destination,
+        planned_destinations,
+        save_plan,
+        unsafe_reason,
+    )
 
     timeout = lock_wait_seconds(lock_timeout)
     request = PlanRequest(
@@ -161,54 +170,21 @@ def plan(
     )
     with Runtime(options()) as runtime:
         planned = make_plan(runtime, request)
-        where = _planned_destinations(planned.plan)
+        where = planned_destinations(planned.plan)
         _echo_plan(planned.plan, fmt, where)
         _github_step_summary(planned.plan, where)
         planned.plan.check(force=True)  # conflicts fail the plan, and leave no file to apply
         if out:
             save_plan(runtime, planned, Path(out), prune=prune)
             # Creates need somewhere to put the new values, or the pasted command is refused.
-            sink = " --secrets-out new-tokens.json" if _needs_destination(planned.plan) else ""
+            sink = " --secrets-out new-tokens.json" if needs_destination(planned.plan) else ""
             command = hint(f"apply {shlex.quote(out)}{sink}")
             click.echo(f"Saved the plan to {out}. Apply it with: {command}", err=True)
-        _warn_if_unsafe(planned.plan)
+        reason = unsafe_reason(planned.plan)
+        if reason is not None:
+            click.echo(f"Warning: apply will refuse this plan without --force: {reason}", err=True)
     if detailed_exitcode and planned.plan.has_changes:
         sys.exit(EXIT_CHANGES)
-
-
-def _warn_if_unsafe(result: Plan) -> None:
-    """Say in the plan (run in pull requests) what apply's safety check would refuse, so
-    the refusal does not first show up in the deploy job."""
-    from reconciler.errors import UnsafePlanError
-
-    try:
-        result.check()
-    except UnsafePlanError as exc:
-        click.echo(f"Warning: apply will refuse this plan without --force: {exc.reason}", err=True)
-
-
-def _planned_destinations(result: Plan) -> dict[str, list[str]] | None:
-    """Where plan's creates will deliver: deliver_to, else reconciler.yaml's secrets:
-    (apply's --secrets-out is not known yet); None when nothing is configured."""
-    if not any(a.creates for a in result.actions):
-        return None
-    from reconciler.config_file import load_secrets_setting
-    from reconciler.delivery import plan_destinations
-
-    setting = load_secrets_setting()
-    return plan_destinations(result, setting.destinations if setting else ()) or None
-
-
-def _needs_destination(result: Plan) -> bool:
-    """Whether apply of this plan needs --secrets-out: creates that neither their
-    deliver_to: nor reconciler.yaml's secrets: give a destination."""
-    if not any(a.creates for a in result.actions):
-        return False
-    from reconciler.config_file import load_secrets_setting
-    from reconciler.delivery import creates_have_destinations
-
-    setting = load_secrets_setting()
-    return not creates_have_destinations(result, setting.destinations if setting else ())
 
 
 def _github_step_summary(result: Plan, destinations: Mapping[str, Sequence[str]] | None) -> None:
@@ -233,54 +209,7 @@ def show(planfile: str, fmt: str) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option(
-    "--auto-approve",
-    is_flag=True,
-    help="Apply without asking for confirmation (a saved plan never asks: it is the approval).",
-)
-@click.option(
-    "--secrets-out",
-    "secrets_out",
-    multiple=True,
-    metavar="DEST",
-    help="Where every new token value goes, repeatable: a file (mode 0600), "
-    "vault://MOUNT/PATH, aws-sm://PATH or exec:COMMAND (docs/secret-stores.md). "
-    "Default: secrets: in reconciler.yaml.",
-)
-@click.option(
-    "--secrets-format",
-    type=click.Choice(["json", "dotenv"]),
-    default=None,
-    help="Format of --secrets-out files (default: from its extension, else json).",
-)
-@click.option(
-    "--exec-timeout",
-    type=click.FloatRange(min=0.1),
-    default=60.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long an exec: destination may run per value before it is killed.",
-)
-@click.option(
-    "--discard-secrets",
-    is_flag=True,
-    help="Create tokens even though no one will ever see their values.",
-)
-@click.option(
-    "--parallelism",
-    type=click.IntRange(1, 256),
-    default=10,
-    show_default=True,
-    help="How many API calls to run at once.",
-)
-@click.option("--force", is_flag=True, help="Apply even above the safety threshold.")
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1),
-    default=0.3,
-    show_default=True,
-    help="Largest share of managed tokens a plan may delete or replace without --force.",
-)
+@apply_options
 @plan_options
 @lock_options
 @global_options
@@ -392,36 +321,7 @@ def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=3000, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--db",
-    "db_path",
-    default=str(Path("state") / "local-api.sqlite3"),
-    show_default=True,
-    type=click.Path(dir_okay=False),
-)
-@click.option("--api-key", "api_key", help="Admin key to accept (default: generated once).")
-@click.option("--page-size", default=1000, show_default=True, type=click.IntRange(1, 100000))
-@click.option("--latency-ms", default=0.0, help="Fault injection: added latency per request.")
-@click.option("--error-rate", default=0.0, help="Fault injection: share of requests failing 503.")
-@click.option("--rate-limit-rate", default=0.0, help="Fault injection: share answered 429.")
-@click.option(
-    "--lost-create-rate",
-    default=0.0,
-    help="Fault injection: share of creates whose response is lost after the token was committed.",
-)
-@click.option("--seed", type=int, default=None, help="Seed for reproducible fault injection.")
-@click.option(
-    "--allow-duplicate-names",
-    is_flag=True,
-    help="Let a user hold several live tokens with one name (default: unique, as Yatai).",
-)
-@click.option(
-    "--no-update-route",
-    is_flag=True,
-    help="Answer PATCH of a token as a server without that route does (plain-text 404).",
-)
+@serve_options
 def serve(
     host: str,
     port: int,

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -252,3 +253,107 @@ def stopped_by_sigterm() -> Iterator[None]:
         click.echo("Stopped the local API (SIGTERM).", err=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def apply_options(func: F) -> F:
+    """The options of `apply` beyond plan's: approval, destinations, pool and safety."""
+    func = click.option(
+        "--threshold",
+        type=click.FloatRange(0, 1),
+        default=0.3,
+        show_default=True,
+        help="Largest share of managed tokens a plan may delete or replace without --force.",
+    )(func)
+    func = click.option("--force", is_flag=True, help="Apply even above the safety threshold.")(
+        func
+    )
+    func = click.option(
+        "--parallelism",
+        type=click.IntRange(1, 256),
+        default=10,
+        show_default=True,
+        help="How many API calls to run at once.",
+    )(func)
+    func = click.option(
+        "--discard-secrets",
+        is_flag=True,
+        help="Create tokens even though no one will ever see their values.",
+    )(func)
+    func = click.option(
+        "--exec-timeout",
+        type=click.FloatRange(min=0.1),
+        default=60.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long an exec: destination may run per value before it is killed.",
+    )(func)
+    func = click.option(
+        "--secrets-format",
+        type=click.Choice(["json", "dotenv"]),
+        default=None,
+        help="Format of --secrets-out files (default: from its extension, else json).",
+    )(func)
+    func = click.option(
+        "--secrets-out",
+        "secrets_out",
+        multiple=True,
+        metavar="DEST",
+        help="Where every new token value goes, repeatable: a file (mode 0600), "
+        "vault://MOUNT/PATH, aws-sm://PATH or exec:COMMAND (docs/secret-stores.md). "
+        "Default: secrets: in reconciler.yaml.",
+    )(func)
+    func = click.option(
+        "--auto-approve",
+        is_flag=True,
+        help="Apply without asking for confirmation (a saved plan never asks: it is the approval).",
+    )(func)
+    return func
+
+
+def serve_options(func: F) -> F:
+    """The options of `serve`: where it listens, its database and fault injection."""
+    func = click.option(
+        "--no-update-route",
+        is_flag=True,
+        help="Answer PATCH of a token as a server without that route does (plain-text 404).",
+    )(func)
+    func = click.option(
+        "--allow-duplicate-names",
+        is_flag=True,
+        help="Let a user hold several live tokens with one name (default: unique, as Yatai).",
+    )(func)
+    func = click.option(
+        "--seed", type=int, default=None, help="Seed for reproducible fault injection."
+    )(func)
+    func = click.option(
+        "--lost-create-rate",
+        default=0.0,
+        help="Fault injection: share of creates whose answer is lost after the commit.",
+    )(func)
+    func = click.option(
+        "--rate-limit-rate", default=0.0, help="Fault injection: share answered 429."
+    )(func)
+    func = click.option(
+        "--error-rate", default=0.0, help="Fault injection: share of requests failing 503."
+    )(func)
+    func = click.option(
+        "--latency-ms", default=0.0, help="Fault injection: added latency per request."
+    )(func)
+    func = click.option(
+        "--page-size", default=1000, show_default=True, type=click.IntRange(1, 100000)
+    )(func)
+    func = click.option(
+        "--api-key", "api_key", help="Admin key to accept (default: generated once)."
+    )(func)
+    func = click.option(
+        "--db",
+        "db_path",
+        default=str(Path("state") / "local-api.sqlite3"),
+        show_default=True,
+        type=click.Path(dir_okay=False),
+    )(func)
+    func = click.option("--port", default=3000, show_default=True, type=click.IntRange(0, 65535))(
+        func
+    )
+    func = click.option("--host", default="127.0.0.1", show_default=True)(func)
+    return func

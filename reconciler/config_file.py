@@ -172,6 +172,16 @@ def _secrets_section(root: Any, path: Path, problems: list[Problem]) -> SecretsS
     return SecretsSetting(tuple(str(item) for item in items), f"{display}:{line}")
 
 
+def _local_setting(values: dict[str, str], path: Path, source: str) -> StateSetting | None:
+    """A local state path, relative to the folder of reconciler.yaml."""
+    if "path" not in values:
+        return None  # the default path (or a problem already reported)
+    local = Path(values["path"]).expanduser()
+    if not local.is_absolute() and path.parent != Path():
+        local = path.parent / local
+    return StateSetting(str(local), source)
+
+
 def _state_section(root: Any, path: Path, problems: list[Problem]) -> StateSetting | None:
     display = str(path)
     if not isinstance(root, YMap):
@@ -211,23 +221,18 @@ def _state_section(root: Any, path: Path, problems: list[Problem]) -> StateSetti
         problems.append(Problem(display, at("backend"), "state.backend must be s3 or local"))
         return None
     known = _S3_KEYS if backend == "s3" else _LOCAL_KEYS
-    for key in section:
-        if key not in known:
-            problems.append(
-                Problem(
-                    display,
-                    at(key),
-                    f"unknown key state.{key} for backend {backend} (known: {', '.join(known)})",
-                )
-            )
+    problems.extend(
+        Problem(
+            display,
+            at(key),
+            f"unknown key state.{key} for backend {backend} (known: {', '.join(known)})",
+        )
+        for key in section
+        if key not in known
+    )
     source = f"{display}:{line}"
     if backend == "local":
-        if "path" not in values:
-            return None  # the default path (or a problem already reported)
-        local = Path(values["path"]).expanduser()
-        if not local.is_absolute() and path.parent != Path():
-            local = path.parent / local
-        return StateSetting(str(local), source)
+        return _local_setting(values, path, source)
     for required in ("bucket", "key"):
         if required not in section:
             problems.append(Problem(display, line, f"state.{required} is required for s3"))

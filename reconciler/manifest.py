@@ -564,81 +564,96 @@ def _problem_for(error: Any, root: Any, display: str) -> Problem:
     loc: tuple[int | str, ...] = tuple(error["loc"])
     kind: str = error["type"]
     value = error.get("input")
-    line = _locate(root, loc)
-    top_level = len(loc) <= 1
-    where = ""
+    field_name = next((str(part) for part in reversed(loc) if isinstance(part, str)), "value")
+    message = _shape_message(kind, loc, value, field_name)
+    if message is None:
+        message = _value_message(error, kind, value, field_name)
+    return Problem(display, _locate(root, loc), _token_prefix(root, loc) + message)
+
+
+def _token_prefix(root: Any, loc: tuple[int | str, ...]) -> str:
+    """'token NAME: ' when the problem is inside a named token (and not its name)."""
     if len(loc) >= 2 and loc[0] == "tokens" and isinstance(loc[1], int):
         raw_tokens = root.get("tokens") if isinstance(root, YMap) else None
         if isinstance(raw_tokens, YList) and loc[1] < len(raw_tokens):
             entry = raw_tokens[loc[1]]
             name_ok = loc[2:] != ("name",)
             if name_ok and isinstance(entry, YMap) and isinstance(entry.get("name"), str):
-                where = f"token {clip(entry['name'])}: "
-    field_name = next((str(part) for part in reversed(loc) if isinstance(part, str)), "value")
+                return f"token {clip(entry['name'])}: "
+    return ""
 
+
+def _shape_message(
+    kind: str, loc: tuple[int | str, ...], value: Any, field_name: str
+) -> str | None:
+    """The message for a key or value of the wrong kind, or None for other errors."""
+    top_level = len(loc) <= 1
     if kind == "extra_forbidden":
         valid = _FILE_KEYS if top_level else _TOKEN_KEYS
         close = _closest_key(str(loc[-1]), top_level)
         fix = f"did you mean {close[0]!r}?" if close else "remove it;"
-        message = f"unknown key {clip(loc[-1])}: {fix} valid keys are {', '.join(valid)}"
+        return f"unknown key {clip(loc[-1])}: {fix} valid keys are {', '.join(valid)}"
     elif kind == "missing":
         if top_level:
-            message = (
+            return (
                 "missing the `tokens:` key: a manifest is a mapping with one key, `tokens:`, "
                 "holding a list of tokens"
             )
         elif field_name == "scopes":
-            message = f"missing `scopes:`: add one or more of {_SCOPE_LIST}, such as scopes: [api]"
+            return f"missing `scopes:`: add one or more of {_SCOPE_LIST}, such as scopes: [api]"
         else:
-            message = f"missing `{field_name}:`: add it, such as name: my-token"
+            return f"missing `{field_name}:`: add it, such as name: my-token"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         if not loc:
-            message = (
+            return (
                 f"the file must be a mapping with one key, `tokens:`, not {_kind(value)}: "
                 "start it with `tokens:` followed by a list of tokens"
             )
         else:
-            message = (
+            return (
                 f"each item of `tokens:` must be a mapping, not {_kind(value)}: write it as "
                 "`- name: my-token` with `scopes: [api]` on the next line"
             )
     elif kind == "string_type":
         if isinstance(loc[-1], int):
-            message = f"a scope must be a string, not {_kind(value)}: use one of {_SCOPE_LIST}"
+            return f"a scope must be a string, not {_kind(value)}: use one of {_SCOPE_LIST}"
         elif value is None:
-            message = f"{field_name} is empty: give it a value or remove the key"
+            return f"{field_name} is empty: give it a value or remove the key"
         else:
             quoted = quotable(value)
             example = f', such as {field_name}: "{quoted}"' if quoted is not None else ""
-            message = f"{field_name} must be a string, not {_kind(value)}: quote it{example}"
+            return f"{field_name} must be a string, not {_kind(value)}: quote it{example}"
     elif kind == "list_type":
         plain = quotable(value) if isinstance(value, str) else None
         example = f"[{plain}]" if plain is not None else "[api]"
         if field_name == "tokens":
             example = "followed by lines starting with `- name:`"
-        message = f"{field_name} must be a list, not {_kind(value)}: write {field_name}: {example}"
-    elif kind == "too_short" and field_name == "deliver_to":
-        message = (
+        return f"{field_name} must be a list, not {_kind(value)}: write {field_name}: {example}"
+    return None
+
+
+def _value_message(error: Any, kind: str, value: Any, field_name: str) -> str:
+    """The message for a value of the right kind that breaks a rule."""
+    if kind == "too_short" and field_name == "deliver_to":
+        return (
             "deliver_to is empty: list one or more destinations (such as deliver_to: "
             '["vault://secret/bentocloud"]), or remove it to use the run\'s --secrets-out'
         )
     elif kind == "too_short" and field_name == "scopes":
-        message = (
+        return (
             f"scopes is empty: a token needs at least one scope, such as scopes: [api] "
             f"(valid scopes are {_SCOPE_LIST})"
         )
     elif kind == "string_pattern_mismatch" and field_name == "name":
         suggestion = _suggest_name(str(value))
         hint = f"; such as {suggestion!r}" if suggestion else ""
-        message = f"invalid name {clip(value)}: a name must be {NAME_RULE}{hint}"
+        return f"invalid name {clip(value)}: a name must be {NAME_RULE}{hint}"
     elif kind == "string_too_long" and field_name == "name":
-        message = (
+        return (
             f"invalid name {clip(value)}: a manifest name is at most {MAX_MANIFEST_NAME} "
             "characters, so that the -N suffix a new generation may need still fits a "
             "DNS-1035 label (at most 63 characters); shorten it"
         )
     elif kind == "value_error":
-        message = str(error["ctx"]["error"])
-    else:
-        message = f"{field_name}: {error['msg']}"
-    return Problem(display, line, where + message)
+        return str(error["ctx"]["error"])
+    return f"{field_name}: {error['msg']}"

@@ -284,3 +284,39 @@ def apply(
         with stopping(applier.request_stop):
             outcome.result = applier.run(plan)
     return outcome
+
+
+def unsafe_reason(plan: Plan) -> str | None:
+    """What apply's safety check would refuse this plan for (None when it would not), so
+    plan, run in pull requests, can say it before the deploy job does."""
+    from reconciler.errors import UnsafePlanError
+
+    try:
+        plan.check()
+    except UnsafePlanError as exc:
+        return exc.reason
+    return None
+
+
+def planned_destinations(plan: Plan) -> dict[str, list[str]] | None:
+    """Where the plan's creates will deliver: deliver_to, else reconciler.yaml's secrets:
+    (apply's --secrets-out is not known yet); None when nothing is configured."""
+    if not any(a.creates for a in plan.actions):
+        return None
+    from reconciler.config_file import load_secrets_setting
+    from reconciler.delivery import plan_destinations
+
+    setting = load_secrets_setting()
+    return plan_destinations(plan, setting.destinations if setting else ()) or None
+
+
+def needs_destination(plan: Plan) -> bool:
+    """Whether apply of this plan needs --secrets-out: creates that neither their
+    deliver_to: nor reconciler.yaml's secrets: give a destination."""
+    if not any(a.creates for a in plan.actions):
+        return False
+    from reconciler.config_file import load_secrets_setting
+    from reconciler.delivery import creates_have_destinations
+
+    setting = load_secrets_setting()
+    return not creates_have_destinations(plan, setting.destinations if setting else ())
