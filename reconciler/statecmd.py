@@ -3,29 +3,47 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from datetime import datetime
 
 from reconciler.backends import StateBackend
 from reconciler.errors import StateError
 from reconciler.state import State
+from reconciler.text import plural
+
+
+def _moment(value: datetime | None, never: str) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else never
 
 
 def render_state_table(state: State | None) -> str:
-    """A table of owned tokens: name, uid, scopes, expires."""
+    """A table of owned tokens: name, live name, uid, scopes, expires; then the previous
+    generations still kept, with when each may be retired."""
     if state is None or not state.tokens:
         return "No tokens in state.\n"
-    rows = [("NAME", "UID", "SCOPES", "EXPIRES")]
+    rows = [("NAME", "LIVE NAME", "UID", "SCOPES", "EXPIRES")]
     for name in sorted(state.tokens):
         owned = state.tokens[name]
-        expires = owned.expired_at.strftime("%Y-%m-%d %H:%M UTC") if owned.expired_at else "never"
-        rows.append((name, owned.uid, ",".join(sorted(owned.spec.scopes)), expires))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
-    ]
-    footer = (
-        f"{len(state.tokens)} token{'s' if len(state.tokens) != 1 else ''} (serial {state.serial})"
-    )
+        scopes = ",".join(sorted(owned.spec.scopes))
+        expires = _moment(owned.expired_at, "never")
+        rows.append((name, owned.live_name, owned.uid, scopes, expires))
+    lines = _columns(rows)
+    if state.previous:
+        lines += ["", "Previous generations:"]
+        kept = [("NAME", "LIVE NAME", "UID", "RETIRE AFTER")]
+        for generation in sorted(state.previous.values(), key=lambda g: (g.name, g.uid)):
+            after = _moment(generation.retire_after, "its successor is proven")
+            if generation.held:
+                after += f" (held: {generation.held})"
+            kept.append((generation.name, generation.live_name, generation.uid, after))
+        lines += _columns(kept)
+    footer = f"{plural(len(state.tokens), 'token')} (serial {state.serial})"
     return "\n".join([*lines, footer]) + "\n"
+
+
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
 
 
 def _require(state: State | None, name: str, where: str) -> State:
