@@ -85,22 +85,23 @@ def resolve_updates(
 
 
 def _updates_setting(path: Path) -> str | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    root, problems = load_yaml(text, str(path))
-    if problems or not isinstance(root, YMap) or root.get("updates") is None:
-        return None  # reported by the state setting's reading, which reads every key
+    return _load(path, _updates_section)
+
+
+def _updates_section(root: Any, path: Path, problems: list[Problem]) -> str | None:
+    if not isinstance(root, YMap) or root.get("updates") is None:
+        return None  # a file that is not a mapping is reported by the state setting
     value = root.get("updates")
     if value not in UPDATE_MODES:
-        line = root.key_lines.get("updates")
-        raise ConfigError(
-            f"{path}:{line}: updates must be in-place or replace, not {value!r} (replace: "
-            "for an API without the route that updates a token in place)"
+        problems.append(
+            Problem(
+                str(path),
+                root.key_lines.get("updates"),
+                f"updates must be in-place or replace, not {value!r} (replace: for an API "
+                "without the route that updates a token in place)",
+            )
         )
+        return None
     return str(value)
 
 

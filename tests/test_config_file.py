@@ -154,3 +154,21 @@ def test_cli_reports_a_bad_file_without_traceback(
     err = capsys.readouterr().err
     assert "problems in reconciler.yaml" in err
     assert "state.bucket is required" in err and "state.key is required" in err
+
+
+def test_an_unknown_updates_mode_names_the_file_line_and_the_fix(tmp_path: Path) -> None:
+    from clihelpers import run_cli
+
+    (tmp_path / CONFIG_FILE_NAME).write_text("updates: sometimes\n", encoding="utf-8")
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "a.yaml").write_text(
+        "tokens:\n  - name: reader\n    scopes: [api]\n", encoding="utf-8"
+    )
+
+    result = run_cli("--endpoint", "local", "plan", cwd=tmp_path)
+
+    assert result.exit_code == 1, result
+    assert f"{CONFIG_FILE_NAME}:1: updates must be in-place or replace" in result.stderr
+    assert "'sometimes'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "state").exists(), "a refused run creates nothing"
