@@ -46,10 +46,11 @@ TOKENS = 40
 CHAOS_SEED = int(os.environ.get("RECONCILER_CHAOS_SEED") or DEFAULT_SEED)
 CHAOS_TRIALS = int(os.environ.get("RECONCILER_CHAOS_TRIALS") or DEFAULT_TRIALS)
 
-# Roughly how long the apply phase of 40 creates takes at ~12 ms latency, by parallelism;
+# Roughly how long the apply phase of 40 creates takes at ~12 ms latency, by parallelism
+# (measured after the state journal made each step cheap: about half of what it was);
 # kills after "Applying..." are spread over this window (some land after the end: the
 # run then simply finished, which is counted).
-APPLY_WINDOW = {1: 1.3, 2: 0.8, 4: 0.5}
+APPLY_WINDOW = {1: 0.65, 2: 0.4, 4: 0.25}
 
 
 @dataclass(frozen=True)
