@@ -17,16 +17,21 @@ def _moment(value: datetime | None, never: str) -> str:
 
 
 def render_state_table(state: State | None) -> str:
-    """A table of owned tokens: name, live name, uid, scopes, expires; then the previous
-    generations still kept, with when each may be retired."""
+    """A table of owned tokens: name, live name (when one differs), uid, scopes, expires;
+    then the previous generations still kept, with when each may be retired."""
     if state is None or not state.tokens:
         return "No tokens in state.\n"
-    rows = [("NAME", "LIVE NAME", "UID", "SCOPES", "EXPIRES")]
+    # The live name is a column only when some generation's differs from its manifest name.
+    renamed = any(owned.live_name != name for name, owned in state.tokens.items())
+    rows: list[tuple[str, ...]] = [
+        ("NAME", *(("LIVE NAME",) if renamed else ()), "UID", "SCOPES", "EXPIRES")
+    ]
     for name in sorted(state.tokens):
         owned = state.tokens[name]
         scopes = ",".join(sorted(owned.spec.scopes))
         expires = _moment(owned.expired_at, "never")
-        rows.append((name, owned.live_name, owned.uid, scopes, expires))
+        live = (owned.live_name,) if renamed else ()
+        rows.append((name, *live, owned.uid, scopes, expires))
     lines = _columns(rows)
     if state.previous:
         lines += ["", "Previous generations:"]

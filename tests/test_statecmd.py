@@ -31,11 +31,12 @@ def test_state_list_shows_live_names_and_previous_generations() -> None:
     assert lines[-1] == "1 token (serial 0)"
 
 
-def test_state_list_without_previous_generations_has_no_such_section() -> None:
+def test_state_list_without_generations_shows_neither_live_names_nor_previous() -> None:
     spec = TokenSpec(name="reader", scopes=frozenset({"read_cluster"}))
     state = State.new("http://127.0.0.1:1").with_token(OwnedToken("reader", "tok_1", spec))
 
     text = render_state_table(state)
 
     assert "Previous generations" not in text
-    assert text.splitlines()[1].split() == ["reader", "reader", "tok_1", "read_cluster", "never"]
+    assert text.splitlines()[0].split() == ["NAME", "UID", "SCOPES", "EXPIRES"]
+    assert text.splitlines()[1].split() == ["reader", "tok_1", "read_cluster", "never"]
