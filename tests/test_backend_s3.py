@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ import pytest
 from backend_conformance import ENDPOINT, BackendConformance, sample_state
 from botocore.exceptions import ClientError
 from conftest import LocalApi
+from processes import free_port, launch_moto
 
 from reconciler.backends import LocalStateBackend, S3Location, S3StateBackend, backend_for
 from reconciler.errors import ConfigError, LockError, StateError
@@ -61,13 +60,6 @@ KEY = "teams/platform/tokens.state.json"
 # ---------------------------------------------------------------------------- servers
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class MotoServer:
     """A moto S3 server process on 127.0.0.1 (see tests/moto_server.py)."""
@@ -100,26 +92,8 @@ class MotoServer:
 
 
 def start_moto(directory: Path, **env: str) -> MotoServer:
-    port = free_port()
-    log = directory / f"moto-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(TESTS / "moto_server.py"), "127.0.0.1", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **AWS_ENV, **env},
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"moto did not start:\n{log.read_text()}") from None
-            time.sleep(0.05)
-    return MotoServer(url=f"http://127.0.0.1:{port}", process=process, log=log)
+    url, process, log = launch_moto(directory, {**AWS_ENV, **env})
+    return MotoServer(url=url, process=process, log=log)
 
 
 @pytest.fixture(scope="module", autouse=True)

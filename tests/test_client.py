@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from processes import free_port
 
 from reconciler.client import ApiTokenAPI, RestClient, wire_datetime
 from reconciler.errors import (
@@ -198,15 +198,8 @@ def test_lost_create_response_is_ambiguous_and_the_token_exists(server: LocalSer
     assert [t.name for t in api.list()] == ["lost-answer"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_dead_server_is_a_transport_error_naming_the_endpoint() -> None:
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     client = RestClient(endpoint=endpoint, api_key="rct_secret-key", backoff_base=0.01)
     _open_clients.append(client)
     api = ApiTokenAPI(client)
@@ -245,7 +238,7 @@ def test_wire_datetime_matches_bentoml_format() -> None:
 def test_a_refused_connection_is_a_connect_error_and_no_create_is_ambiguous() -> None:
     """Nothing reached the server: the create is certainly not made, so it is not reported
     as 'may have been created' (told apart by type, not by message text)."""
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     client = RestClient(endpoint=endpoint, api_key="rct_secret-key", backoff_base=0.01)
     _open_clients.append(client)
     api = ApiTokenAPI(client)

@@ -9,12 +9,8 @@ without Secrets Manager permissions fail check() before anything is written.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +21,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from leakcheck import REGISTRY
-from openbao_server import free_port
+from processes import free_port, launch_moto
 
 from reconciler.destinations import (
     Delivery,
@@ -77,26 +73,8 @@ class Moto:
 
 
 def start_moto(directory: Path, **env: str) -> Moto:
-    port = free_port()
-    log = directory / f"moto-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(TESTS / "moto_server.py"), "127.0.0.1", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **AWS_ENV, **env},
-        )
-    server = Moto(url=f"http://127.0.0.1:{port}", process=process)
-    deadline = time.monotonic() + 60
-    while True:
-        try:  # a bare connection: a request would count against INITIAL_NO_AUTH_ACTION_COUNT
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return server
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"moto did not start:\n{log.read_text()}") from None
-            time.sleep(0.1)
+    url, process, _log = launch_moto(directory, {**AWS_ENV, **env})
+    return Moto(url=url, process=process)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import hvac
 import hvac.exceptions
 import pytest
 from leakcheck import REGISTRY
-from openbao_server import OpenBao, free_port, start_openbao
+from openbao_server import OpenBao, start_openbao
+from processes import free_port
 
 from reconciler.destinations import (
     Delivery,
