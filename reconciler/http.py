@@ -161,8 +161,15 @@ class RestClient:
         json_body: Any = None,
         idempotent: bool,
         what: str,
+        key: str | None = None,
     ) -> httpx.Response:
-        """Send one call, retrying as allowed; ``what`` names the call in error messages."""
+        """Send one call, retrying as allowed; ``what`` names the call in error messages.
+        ``key`` authenticates this one call instead of the client's key (proving that a new
+        token's value works); it is registered for redaction like the client's own."""
+        headers = None
+        if key is not None:
+            register_secret(key, "token value")
+            headers = {"X-YATAI-API-TOKEN": key}
         attempt = 0
         while True:
             self.backoff.wait()
@@ -170,7 +177,9 @@ class RestClient:
             try:
                 with self._count_lock:
                     self.requests_sent += 1
-                response = self._http.request(method, path, params=params, json=json_body)
+                response = self._http.request(
+                    method, path, params=params, json=json_body, headers=headers
+                )
             except httpx.ConnectError as exc:
                 # Nothing reached the server: safe to retry any method. A server that is down
                 # stays down, so retry only briefly and fail fast.
