@@ -18,10 +18,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from reconciler.backends.local import LocalStateBackend
-from reconciler.journal import Journal
-from reconciler.spec import TokenSpec
-from reconciler.state import OwnedToken, State
+from reconciler.manifest.spec import TokenSpec
+from reconciler.state.backends.local import LocalStateBackend
+from reconciler.state.journal import Journal
+from reconciler.state.model import OwnedToken, State
 
 WHEN = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -32,10 +32,10 @@ from typing import Any
 
 import httpx
 
-from reconciler.backends.local import LocalStateBackend
+from reconciler.manifest.spec import TokenSpec
 from reconciler.server.store import Store
-from reconciler.spec import TokenSpec
-from reconciler.state import OwnedToken, State
+from reconciler.state.backends.local import LocalStateBackend
+from reconciler.state.model import OwnedToken, State
 
 BENCH = Path(__file__).resolve().parent
 PYTHON = sys.executable

@@ -37,11 +37,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from reconciler.text import clip, plural
-
-__all__ = ["clip"]  # re-exported: error messages quote user values with it
+from reconciler.util.text import plain, plural, shorten
 
 # Credentials other tools read from the environment: blanked out wherever they appear.
 SECRET_ENV_VARS = (
@@ -55,6 +54,8 @@ SECRET_ENV_VARS = (
 # environment is held to more: a variable there may hold a placeholder ("testing").
 MIN_SECRET_LENGTH = 6
 MIN_ENV_SECRET_LENGTH = 12
+
+REDACTED = "***"
 
 _registry_lock = threading.Lock()
 _registered: dict[str, str] = {}
@@ -85,20 +86,22 @@ def _secrets() -> list[tuple[str, str]]:
     return sorted(found.items(), key=lambda item: len(item[0]), reverse=True)
 
 
-def redact(text: str) -> str:
-    """``text`` with every configured secret replaced by its label, e.g. ``[API key]``."""
-    for value, label in _secrets():
+def redact(text: str, also: Iterable[str | None] = ()) -> str:
+    """``text`` with every configured secret replaced by its label (``[API key]``) and
+    every value of ``also`` (a token value, a store's credential) by ``***``; longest
+    first, so a secret that contains another is blanked whole."""
+    secrets = [(value, f"[{label}]") for value, label in _secrets()]
+    secrets += [(value, REDACTED) for value in also if value]
+    for value, label in sorted(secrets, key=lambda item: len(item[0]), reverse=True):
         if value in text:
-            text = text.replace(value, f"[{label}]")
+            text = text.replace(value, label)
     return text
 
 
 def excerpt(text: str, limit: int = 200) -> str:
     """Text from outside (a server's message, a header) made fit for a one-line message:
-    redacted first, then control characters escaped, then cut to ``limit`` characters."""
-    text = redact(text)
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    redacted first, so a cut cannot leave the start of a secret, then shortened."""
+    return shorten(plain(redact(text)), limit)
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -249,3 +252,68 @@ class AmbiguousCreateError(ApiError):
     def __init__(self, message: str, *, name: str, status: int | None = None) -> None:
         super().__init__(message, status=status)
         self.name = name
+
+
+class DestinationError(SecretsError):
+    """A destination refused or could not be reached; names it and the store's reason.
+
+    ``destination`` is the describe() text, ``reason`` the store's answer with every
+    credential and value already removed.
+    """
+
+    def __init__(self, destination: str, reason: str, *, hint: str | None = None) -> None:
+        self.destination = destination
+        self.reason = reason
+        self.hint = hint
+        text = f"{destination}: {reason}"
+        super().__init__(f"{text}; {hint}" if hint else text)
+
+
+class DestinationCheckError(DestinationError):
+    """The pre-flight check failed: nothing was created or written."""
+
+
+class DeliveryFailedError(DestinationError):
+    """A write was refused or not confirmed by the store."""
+
+
+class UndoFailedError(DestinationError):
+    """A store could not be put back after another destination failed."""
+
+
+class DestinationSyntaxError(SecretsError):
+    """A ``--secrets-out`` / ``secrets:`` / ``deliver_to:`` entry cannot be understood."""
+
+
+class DeliveryAbortedError(DestinationError):
+    """A delivery failed; the destinations that took the value were put back where they
+    could be. ``undone`` and ``kept`` list describe() texts; ``undo_failures`` the
+    errors of stores that could not be put back."""
+
+    def __init__(
+        self,
+        failure: DestinationError,
+        *,
+        undone: list[str],
+        kept: list[str],
+        undo_failures: list[DestinationError],
+    ) -> None:
+        self.failure = failure
+        self.undone = undone
+        self.kept = kept
+        self.undo_failures = undo_failures
+        notes = []
+        if undone:
+            notes.append(f"put back: {', '.join(undone)}")
+        if kept:
+            notes.append(f"already ran and cannot be undone: {', '.join(kept)}")
+        notes.extend(f"could not be put back: {e}" for e in undo_failures)
+        super().__init__(
+            failure.destination,
+            failure.reason,
+            hint="; ".join(filter(None, [failure.hint, *notes])) or None,
+        )
+
+
+class ProofFailed(ApiError):
+    """A new token's value was not accepted at /auth/current: its predecessor is kept."""

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from reconciler.backends import LockInfo, StateBackend
 from reconciler.errors import LockError, StateError
-from reconciler.spec import Expiry, TokenSpec
-from reconciler.state import OwnedToken, PendingCreate, State
+from reconciler.manifest.spec import Expiry, TokenSpec
+from reconciler.state.backends import LockInfo, StateBackend
+from reconciler.state.model import OwnedToken, PendingCreate, State
 
 BackendFactory = Callable[[], StateBackend]
 

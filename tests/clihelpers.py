@@ -23,7 +23,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from reconciler.cli import main
+from reconciler.cli.main import main
 
 # Variables a developer's shell or CI may carry that would change what the CLI does.
 _CLEARED = (

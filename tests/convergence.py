@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from leakcheck import REGISTRY, CliResult, run_cli
 
-from reconciler.backends.local import LocalStateBackend
 from reconciler.server.store import TokenRecord, parse_db_time
-from reconciler.state import State
+from reconciler.state.backends.local import LocalStateBackend
+from reconciler.state.model import State
 
 if TYPE_CHECKING:
     from conftest import LocalApi

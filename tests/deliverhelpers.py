@@ -22,7 +22,7 @@ from leakcheck import REGISTRY, CliResult, run_cli_subprocess
 from openbao_server import OpenBao, start_openbao
 from test_destinations_aws import AWS_ENV, CLEARED_ENV, Moto, start_moto
 
-from reconciler.client import ApiToken, ApiTokenAPI, RestClient
+from reconciler.api.client import ApiToken, ApiTokenAPI, RestClient
 
 CREATE_ROUTE = "POST /api/v1/api_tokens"
 

@@ -378,7 +378,7 @@ def run_cli(*args: str, home: Path, env: Mapping[str, str] | None = None) -> Cli
     """``reconciler.cli.main(args)`` in this process, stdout and stderr captured; an
     exception escaping main (``-vv`` re-raises) becomes its traceback on stderr and exit 1,
     as the interpreter would print it. Everything is recorded for the leak scan."""
-    from reconciler.cli import main
+    from reconciler.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     level = logging.getLogger("reconciler").level

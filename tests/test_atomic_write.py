@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import atomicfile
-from reconciler.planfile import read_plan_file
+from reconciler.plan.saved import read_plan_file
+from reconciler.util import atomicfile
 
 TRIALS = 24
 
@@ -29,9 +29,9 @@ TRIALS = 24
 WRITER = """
 import sys
 from pathlib import Path
-from reconciler.plan import Action, Plan
-from reconciler.planfile import SavedPlan, write_plan_file
-from reconciler.spec import TokenSpec
+from reconciler.plan.model import Action, Plan
+from reconciler.plan.saved import SavedPlan, write_plan_file
+from reconciler.manifest.spec import TokenSpec
 
 def saved(tag):
     actions = tuple(

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from backend_conformance import ENDPOINT, BackendConformance, BackendFactory, sample_state
 
-from reconciler.backends import LocalStateBackend, LockInfo, backend_for
 from reconciler.errors import ConfigError, LockError, StateError
-from reconciler.state import State
+from reconciler.state.backends import LocalStateBackend, LockInfo, backend_for
+from reconciler.state.model import State
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ def test_lock_info_round_trip_and_description() -> None:
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from reconciler.backends import LocalStateBackend
+    from reconciler.state.backends import LocalStateBackend
     backend = LocalStateBackend(sys.argv[1])
     info = backend.acquire("apply", timeout=0)
     print(info.id, flush=True)

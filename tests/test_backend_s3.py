@@ -27,9 +27,9 @@ from botocore.exceptions import ClientError
 from conftest import LocalApi
 from processes import free_port, launch_moto
 
-from reconciler.backends import LocalStateBackend, S3Location, S3StateBackend, backend_for
 from reconciler.errors import ConfigError, LockError, StateError
-from reconciler.state import PendingCreate, State
+from reconciler.state.backends import LocalStateBackend, S3Location, S3StateBackend, backend_for
+from reconciler.state.model import PendingCreate, State
 
 TESTS = Path(__file__).parent
 REGION = "us-east-1"
@@ -453,7 +453,7 @@ def test_unreachable_endpoint_is_a_clear_state_error(
 def test_missing_boto3_names_the_extra(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['boto3'] = None\n"
-        "from reconciler.cli import main\n"
+        "from reconciler.cli.main import main\n"
         "main(sys.argv[1:])"
     )
     result = subprocess.run(
@@ -658,7 +658,7 @@ def test_concurrent_applies_with_lock_timeout_wait_and_converge(
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from reconciler.backends import backend_for
+    from reconciler.state.backends import backend_for
     backend = backend_for(sys.argv[1])
     info = backend.acquire("apply", timeout=0)
     print(info.id, flush=True)

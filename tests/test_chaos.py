@@ -341,7 +341,7 @@ def test_sigkill_during_a_large_adoption_then_apply_converges(
 FOLD_TRIALS = 8
 _FOLD = (
     "import sys\n"
-    "from reconciler.backends.local import LocalStateBackend\n"
+    "from reconciler.state.backends.local import LocalStateBackend\n"
     "backend = LocalStateBackend(sys.argv[1])\n"
     "backend.acquire('apply', 0)\n"
     "backend.read()\n"
@@ -355,10 +355,10 @@ def _journaled_state(path: Path) -> dict[str, str]:
     """A state of 2,000 tokens with 600 more changes in its journal; name -> uid."""
     from datetime import datetime, timezone
 
-    from reconciler.backends.local import LocalStateBackend
-    from reconciler.journal import Journal
-    from reconciler.spec import TokenSpec
-    from reconciler.state import OwnedToken, State
+    from reconciler.manifest.spec import TokenSpec
+    from reconciler.state.backends.local import LocalStateBackend
+    from reconciler.state.journal import Journal
+    from reconciler.state.model import OwnedToken, State
 
     def owned(name: str) -> OwnedToken:
         spec = TokenSpec(name, "fold", frozenset({"api"}))
@@ -387,7 +387,7 @@ def test_sigkill_while_the_journal_is_folded_loses_nothing(tmp_path: Path) -> No
     import subprocess
     import sys
 
-    from reconciler.backends.local import LocalStateBackend
+    from reconciler.state.backends.local import LocalStateBackend
 
     origin = tmp_path / "origin"
     origin.mkdir()

@@ -22,9 +22,9 @@ import yaml
 from clihelpers import CliResult, invoke_cli, run_cli
 from conftest import LocalApi
 
-from reconciler.applier import CREATE_ATTEMPTS
-from reconciler.plan import MIN_TOKENS_FOR_THRESHOLD
-from reconciler.secrets_sink import dotenv_key
+from reconciler.apply.applier import CREATE_ATTEMPTS
+from reconciler.destinations.file import dotenv_key
+from reconciler.plan.model import MIN_TOKENS_FOR_THRESHOLD
 from reconciler.server.store import TokenRecord
 
 CREATE_ROUTE = "POST /api/v1/api_tokens"

@@ -17,7 +17,7 @@ import pytest
 from clihelpers import CliResult, cli_env, run_cli
 from conftest import LocalApi
 
-from reconciler.cli import cli
+from reconciler.cli.main import cli
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

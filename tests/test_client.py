@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from processes import free_port
 
-from reconciler.client import ApiTokenAPI, RestClient, wire_datetime
+from reconciler.api.client import ApiTokenAPI, RestClient, wire_datetime
 from reconciler.errors import (
     AmbiguousCreateError,
     AuthenticationError,

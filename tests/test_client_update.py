@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from reconciler.client import ApiTokenAPI, RestClient, rfc3339
+from reconciler.api.client import ApiTokenAPI, RestClient, rfc3339
 from reconciler.errors import NameTakenError, RequestRejectedError, UpdateRouteMissing
 
 if TYPE_CHECKING:

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends import LocalStateBackend, S3Location, S3StateBackend, backend_for
-from reconciler.config_file import (
+from reconciler.config import (
     CONFIG_FILE_NAME,
     ENV_STATE,
     load_state_setting,
     resolve_state_location,
 )
 from reconciler.errors import ConfigError
-from reconciler.runtime import DEFAULT_STATE, Options
+from reconciler.session import DEFAULT_STATE, Options
+from reconciler.state.backends import LocalStateBackend, S3Location, S3StateBackend, backend_for
 
 S3_YAML = """\
 # shared state for CI
@@ -143,7 +143,7 @@ def test_problems_name_file_and_line(
 def test_cli_reports_a_bad_file_without_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from reconciler.cli import main
+    from reconciler.cli.main import main
 
     monkeypatch.delenv(ENV_STATE, raising=False)
     monkeypatch.chdir(tmp_path)

@@ -277,7 +277,7 @@ def test_plan_validate_and_help_load_no_store_client(tmp_path: Path) -> None:
     (tmp_path / "reconciler.yaml").write_text("secrets: ['aws-sm://y']\n", encoding="utf-8")
     script = (
         "import sys\n"
-        "from reconciler.cli import main\n"
+        "from reconciler.cli.main import main\n"
         "for args in (['validate'], ['--help'], ['--endpoint', 'local', '--state', 's.json',"
         " 'plan', '--out', 'p.json']):\n"
         "    try:\n"

@@ -14,7 +14,7 @@ from leakcheck import REGISTRY
 from openbao_server import OpenBao, start_openbao
 from test_destinations_aws import AWS_ENV, CLEARED_ENV, Moto, start_moto
 
-from reconciler.client import ApiToken, ApiTokenAPI, RestClient
+from reconciler.api.client import ApiToken, ApiTokenAPI, RestClient
 from reconciler.destinations import (
     Delivery,
     Destination,

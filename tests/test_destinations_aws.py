@@ -23,15 +23,10 @@ from botocore.exceptions import ClientError
 from leakcheck import REGISTRY
 from processes import free_port, launch_moto
 
-from reconciler.destinations import (
-    Delivery,
-    DeliveryAbortedError,
-    DestinationCheckError,
-    deliver_all,
-    parse_destination,
-)
+from reconciler.destinations import Delivery, deliver_all, parse_destination
 from reconciler.destinations.aws_sm import SecretsManagerDestination
 from reconciler.destinations.exec import ExecDestination
+from reconciler.errors import DeliveryAbortedError, DestinationCheckError
 
 TESTS = Path(__file__).parent
 REGION = "us-east-1"

@@ -21,17 +21,19 @@ from leakcheck import REGISTRY
 
 from reconciler.destinations import (
     Delivery,
-    DeliveryAbortedError,
-    DeliveryFailedError,
-    DestinationCheckError,
     FileDestination,
-    UndoFailedError,
     check_all,
     deliver_all,
     parse_destination,
 )
 from reconciler.destinations.base import Undo
 from reconciler.destinations.exec import ExecDestination
+from reconciler.errors import (
+    DeliveryAbortedError,
+    DeliveryFailedError,
+    DestinationCheckError,
+    UndoFailedError,
+)
 
 
 def new_delivery(expires_at: str | None = None) -> Delivery:

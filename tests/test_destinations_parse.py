@@ -8,16 +8,11 @@ import textwrap
 
 import pytest
 
-from reconciler.destinations import (
-    Delivery,
-    DestinationSyntaxError,
-    FilePath,
-    parse_destination,
-)
+from reconciler.destinations import Delivery, FilePath, parse_destination
 from reconciler.destinations.aws_sm import SecretsManagerDestination
 from reconciler.destinations.exec import ExecDestination
 from reconciler.destinations.vault import VaultDestination, VaultSettings
-from reconciler.errors import SecretsError
+from reconciler.errors import DestinationSyntaxError, SecretsError
 
 
 def test_vault_url_names_mount_and_path() -> None:
@@ -111,7 +106,7 @@ def test_no_store_client_is_imported_by_parsing_or_the_cli() -> None:
     script = textwrap.dedent(
         """
         import sys
-        import reconciler.cli
+        import reconciler.cli.main
         from reconciler.destinations import parse_destination
         for text in ("vault://secret/a", "aws-sm://a", "exec:true", "new.json"):
             parse_destination(text).describe()

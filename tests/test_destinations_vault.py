@@ -21,17 +21,15 @@ from leakcheck import REGISTRY
 from openbao_server import OpenBao, start_openbao
 from processes import free_port
 
-from reconciler.destinations import (
-    Delivery,
+from reconciler.destinations import Delivery, deliver_all, parse_destination
+from reconciler.destinations.exec import ExecDestination
+from reconciler.destinations.vault import VaultDestination, VaultSettings
+from reconciler.errors import (
     DeliveryAbortedError,
     DeliveryFailedError,
     DestinationCheckError,
     DestinationError,
-    deliver_all,
-    parse_destination,
 )
-from reconciler.destinations.exec import ExecDestination
-from reconciler.destinations.vault import VaultDestination, VaultSettings
 
 VAULT_VARIABLES = ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_CAPATH")
 

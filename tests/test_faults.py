@@ -14,9 +14,9 @@ import pytest
 from convergence import Workspace, check_converged, check_no_changes, token_spec
 from leakcheck import run_cli_subprocess
 
-from reconciler.backends.local import LocalStateBackend
 from reconciler.server.faults import Faults
-from reconciler.state import PendingCreate
+from reconciler.state.backends.local import LocalStateBackend
+from reconciler.state.model import PendingCreate
 
 if TYPE_CHECKING:
     from conftest import LocalApi, LocalApiFactory

@@ -187,7 +187,7 @@ def dead_pid() -> int:
 
 
 def test_leftover_temps_of_dead_writers_are_removed_and_others_kept(repo: Repo) -> None:
-    from reconciler.atomicfile import _host_tag
+    from reconciler.util.atomicfile import _host_tag
 
     repo.declare("ci-deployer")
     assert repo.apply().exit_code == 0
@@ -217,7 +217,7 @@ def test_leftover_temps_of_dead_writers_are_removed_and_others_kept(repo: Repo) 
 
 FAILING_WRITE = """
 import resource, signal, sys
-from reconciler.backends import LocalStateBackend
+from reconciler.state.backends import LocalStateBackend
 from reconciler.errors import StateError
 backend = LocalStateBackend(sys.argv[1])
 state = backend.read()

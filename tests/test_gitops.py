@@ -27,7 +27,7 @@ from clihelpers import CliResult, cli_env, run_cli
 from conftest import LocalApi
 from gitops_helpers import Workspace, age_token, all_uids
 
-from reconciler.spec import utcnow
+from reconciler.util.times import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 # The tests' own copy of the example: users edit manifests/ (the README's walk-through does).
@@ -419,9 +419,9 @@ def test_plan_formats_with_every_action_kind_match_snapshots(every_kind: Workspa
 
 
 def test_markdown_stays_within_a_pull_request_comment() -> None:
-    from reconciler.plan import Action, Conflict, Plan
-    from reconciler.render import MARKDOWN_LIMIT, render_markdown
-    from reconciler.spec import TokenSpec
+    from reconciler.manifest.spec import TokenSpec
+    from reconciler.plan.model import Action, Conflict, Plan
+    from reconciler.plan.render import MARKDOWN_LIMIT, render_markdown
 
     creates = [
         Action("create", f"svc-{n:04d}", None, TokenSpec(name=f"svc-{n:04d}"), ("new",))

@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from leakcheck import CliResult, run_cli
 
-from reconciler.client import ApiTokenAPI, RestClient
+from reconciler.api.client import ApiTokenAPI, RestClient
 from reconciler.errors import ApiError, InvalidResponseError, ManifestError
-from reconciler.manifest import load_manifests
+from reconciler.manifest.loader import load_manifests
 
 # A problem message quotes what it complains about, never all of it.
 MAX_MESSAGE = 600

@@ -23,8 +23,8 @@ from conftest import LocalApi
 # Never needed without the embedded server, an S3 state, a store destination or a diff.
 SERVER = ("fastapi", "uvicorn", "starlette", "sqlite3", "reconciler.server")
 STORES = ("boto3", "botocore", "hvac")
-NOT_FOR_PLAN = (*SERVER, *STORES, "deepdiff", "rich", "http.server", "reconciler.applier")
-NOT_FOR_VALIDATE = (*NOT_FOR_PLAN, "httpx", "reconciler.client")
+NOT_FOR_PLAN = (*SERVER, *STORES, "deepdiff", "rich", "http.server", "reconciler.apply")
+NOT_FOR_VALIDATE = (*NOT_FOR_PLAN, "httpx", "reconciler.api.client", "reconciler.api.http")
 NOT_FOR_HELP = (*NOT_FOR_VALIDATE, "pydantic", "yaml")
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.local import LocalStateBackend
 from reconciler.errors import StateError
-from reconciler.journal import Journal
-from reconciler.spec import TokenSpec
-from reconciler.state import OwnedToken, PendingCreate, State
+from reconciler.manifest.spec import TokenSpec
+from reconciler.state.backends.local import LocalStateBackend
+from reconciler.state.journal import Journal
+from reconciler.state.model import OwnedToken, PendingCreate, State
 
 WHEN = datetime(2026, 12, 1, tzinfo=timezone.utc)
 

@@ -11,7 +11,7 @@ import json
 import stat
 from pathlib import Path
 
-from reconciler.secrets_sink import SecretsSink
+from reconciler.destinations.file import SecretsSink
 
 
 def test_new_values_are_appended_in_place_and_the_file_stays_whole(tmp_path: Path) -> None:

@@ -14,16 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import manifest as manifest_module
 from reconciler.errors import ManifestError, Problem
-from reconciler.manifest import (
+from reconciler.manifest import loader as manifest_module
+from reconciler.manifest.loader import (
     Manifests,
     load_manifests,
     manifest_json_schema,
     render_json_schema,
 )
-from reconciler.spec import NAME_PATTERN, SCOPES, Expiry, TokenSpec
-from reconciler.yamlload import MAX_DEPTH, load_yaml
+from reconciler.manifest.spec import NAME_PATTERN, SCOPES, Expiry, TokenSpec
+from reconciler.manifest.yamllines import MAX_DEPTH, load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 # The tests' own copy: users edit manifests/example.yaml (test_example_manifests.py checks it).

@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 from conftest import LocalApi
 
-from reconciler.applier import Applier
-from reconciler.backends import backend_for
-from reconciler.client import ApiTokenAPI, RestClient
+from reconciler.api.client import ApiTokenAPI, RestClient
+from reconciler.apply.applier import Applier
 from reconciler.errors import SecretsError
-from reconciler.journal import Journal
-from reconciler.planner import build_plan
-from reconciler.spec import Expiry, TokenSpec, utcnow
-from reconciler.state import State
+from reconciler.manifest.spec import Expiry, TokenSpec
+from reconciler.plan.planner import build_plan
+from reconciler.state.backends import backend_for
+from reconciler.state.journal import Journal
+from reconciler.state.model import State
+from reconciler.util.times import utcnow
 
 
 def _manifest(root: Path, *names: str) -> Path:
@@ -38,8 +39,9 @@ def test_operations_plan_and_apply_without_the_cli(local_api: LocalApi, tmp_path
     script = textwrap.dedent(
         f"""
         import json, sys
-        from reconciler.operations import ApplyRequest, PlanRequest, apply, make_plan
-        from reconciler.runtime import Options, Runtime
+        from reconciler.operations.apply import ApplyRequest, apply
+        from reconciler.operations.plan import PlanRequest, make_plan
+        from reconciler.session import Options, Runtime
 
         opts = Options(endpoint={local_api.url!r}, api_key={local_api.admin_key!r},
                        state={str(tmp_path / "state.json")!r})

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from reconciler.api.token import ApiToken
 from reconciler.errors import PlanError
-from reconciler.plan import Action, Plan
-from reconciler.planner import Updates, build_plan
-from reconciler.spec import Expiry, TokenSpec
-from reconciler.state import OwnedToken, PendingCreate, State
-from reconciler.token import ApiToken
+from reconciler.manifest.spec import Expiry, TokenSpec
+from reconciler.plan.model import Action, Plan
+from reconciler.plan.planner import Updates, build_plan
+from reconciler.state.model import OwnedToken, PendingCreate, State
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 CREATED = NOW - timedelta(days=10)

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from reconciler.plan import Action, Conflict, LiveView, Plan, SpecView
-from reconciler.render import render_json, render_markdown, render_text
-from reconciler.spec import Expiry, TokenSpec
+from reconciler.manifest.spec import Expiry, TokenSpec
+from reconciler.plan.model import Action, Conflict, LiveView, Plan, SpecView
+from reconciler.plan.render import render_json, render_markdown, render_text
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 HOSTILE = "a|b `c` <script>alert(1)</script> @admin #1 **x**\n| injected | row |"
@@ -263,9 +263,9 @@ def test_every_renderer_handles_a_plan_with_only_conflicts() -> None:
 def test_rendering_needs_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Renderers are pure: with the clock moved ten years on, the
     same plan renders the same text in every format."""
-    from reconciler import plan as plan_module
-    from reconciler import render as render_module
-    from reconciler import spec as spec_module
+    from reconciler.plan import model as plan_module
+    from reconciler.plan import render as render_module
+    from reconciler.util import times as times_module
 
     plan = full_plan()
     before = [render_text(plan, color=False), render_markdown(plan), render_json(plan)]
@@ -276,17 +276,17 @@ def test_rendering_needs_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
         def now(cls, tz: object = None) -> Later:  # type: ignore[override]
             return cls.fromtimestamp(later.timestamp(), timezone.utc)
 
-    for module in (plan_module, render_module, spec_module):
+    for module in (plan_module, render_module, times_module):
         if hasattr(module, "datetime"):
             monkeypatch.setattr(module, "datetime", Later)
-    assert spec_module.utcnow() == later, "the clock did not move"
+    assert times_module.utcnow() == later, "the clock did not move"
     after = [render_text(plan, color=False), render_markdown(plan), render_json(plan)]
     assert after == before
     assert plan.created_at == NOW
 
 
 def test_the_cli_offers_exactly_the_renderers() -> None:
-    from reconciler.cli import FORMATS
-    from reconciler.render import RENDERERS
+    from reconciler.cli.main import FORMATS
+    from reconciler.plan.render import RENDERERS
 
     assert list(FORMATS.choices) == list(RENDERERS)

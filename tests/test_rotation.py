@@ -19,7 +19,7 @@ from conftest import LocalApi
 from gitops_helpers import Workspace, age_token, token_times
 
 from reconciler.server.store import parse_db_time
-from reconciler.spec import utcnow
+from reconciler.util.times import utcnow
 
 POLICY = {"scopes": ["api"], "expires": "30d", "rotate_before": "14d"}
 ACTION_LINE = re.compile(

@@ -24,10 +24,10 @@ from convergence import Workspace, token_spec
 from deliverhelpers import CLEARED_ENV, Stores, StoreWorkspace, stores, token
 from leakcheck import REGISTRY, SecretRegistry, all_loggers_at_debug, run_cli
 
-from reconciler.client import ApiTokenAPI, RestClient
+from reconciler.api.client import ApiTokenAPI, RestClient
+from reconciler.api.settings import resolve_connection
 from reconciler.errors import ApiError
-from reconciler.runtime import Options
-from reconciler.settings import resolve_connection
+from reconciler.session import Options
 
 if TYPE_CHECKING:
     from conftest import LocalApi

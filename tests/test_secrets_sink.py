@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.destinations.file import SecretsSink, check_target
 from reconciler.errors import SecretsError
-from reconciler.secrets_sink import SecretsSink, check_target
 
 
 def test_json_sink_is_0600_and_keeps_earlier_values(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from typing import IO, TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from reconciler.manifest.spec import MAX_DESCRIPTION
 from reconciler.server.store import Store
-from reconciler.spec import MAX_DESCRIPTION
 
 if TYPE_CHECKING:
     from tests.conftest import LocalApi, LocalApiFactory

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reconciler.api.settings import resolve_connection
 from reconciler.errors import ConfigError
-from reconciler.settings import resolve_connection
 
 KEY = "rca_" + "C" * 40
 

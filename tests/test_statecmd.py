@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from reconciler.spec import TokenSpec
-from reconciler.state import OwnedToken, PreviousGeneration, State
-from reconciler.statecmd import render_state_table
+from reconciler.manifest.spec import TokenSpec
+from reconciler.state.model import OwnedToken, PreviousGeneration, State
+from reconciler.state.render import render_state_table
 
 
 def test_state_list_shows_live_names_and_previous_generations() -> None:

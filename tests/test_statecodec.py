@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from backend_conformance import ENDPOINT, sample_state
 
-from reconciler import statecodec
-from reconciler.backends import LocalStateBackend
 from reconciler.errors import StateError
-from reconciler.spec import TokenSpec
-from reconciler.state import OwnedToken, PendingCreate, PreviousGeneration, State
-from reconciler.statecodec import StateEncoder, decode_state, encode_state
-from reconciler.statemove import state_json
+from reconciler.manifest.spec import TokenSpec
+from reconciler.state import codec as statecodec
+from reconciler.state.backends import LocalStateBackend
+from reconciler.state.codec import StateEncoder, decode_state, encode_state
+from reconciler.state.model import OwnedToken, PendingCreate, PreviousGeneration, State
+from reconciler.state.move import state_json
 
 
 def _reference(state: State) -> bytes:

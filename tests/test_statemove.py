@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from backend_conformance import ENDPOINT, sample_state
 
-from reconciler.backends import LocalStateBackend
 from reconciler.errors import ConfigError, StateError
-from reconciler.state import State
-from reconciler.statemove import migrate, pull, push, read_state_file, state_json
+from reconciler.state.backends import LocalStateBackend
+from reconciler.state.model import State
+from reconciler.state.move import migrate, pull, push, read_state_file, state_json
 
 
 def written(path: Path, serial: int) -> State:

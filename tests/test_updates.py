@@ -9,15 +9,16 @@ from datetime import timedelta
 import pytest
 from test_planner import CREATED, NOW, spec, state_of, token
 
+from reconciler.api.token import ApiToken
 from reconciler.errors import PlanError
-from reconciler.generations import choose_live_name
-from reconciler.plan import Plan
-from reconciler.planner import build_plan
-from reconciler.render import render_text
-from reconciler.spec import TokenSpec, parse_duration
-from reconciler.state import OwnedToken, PendingCreate, PreviousGeneration, State
-from reconciler.statecodec import decode_state, encode_state
-from reconciler.token import ApiToken
+from reconciler.manifest.spec import TokenSpec
+from reconciler.plan.generations import choose_live_name
+from reconciler.plan.model import Plan
+from reconciler.plan.planner import build_plan
+from reconciler.plan.render import render_text
+from reconciler.state.codec import decode_state, encode_state
+from reconciler.state.model import OwnedToken, PendingCreate, PreviousGeneration, State
+from reconciler.util.times import parse_duration
 
 
 def plan(specs: list[TokenSpec], live: list[ApiToken], state: State, **kwargs: object) -> Plan:

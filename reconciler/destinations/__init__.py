@@ -4,19 +4,18 @@ Importing this package imports neither hvac nor boto3: each store's client is im
 the first time a destination of that kind is checked or used.
 """
 
-from reconciler.destinations.base import (
-    Delivery,
+from reconciler.destinations.base import Delivery, Destination, Undo
+from reconciler.destinations.deliver import check_all, deliver_all, ordered
+from reconciler.destinations.file import FileDestination
+from reconciler.destinations.parse import FilePath, parse_destination
+from reconciler.errors import (
+    DeliveryAbortedError,
     DeliveryFailedError,
-    Destination,
     DestinationCheckError,
     DestinationError,
     DestinationSyntaxError,
-    Undo,
     UndoFailedError,
 )
-from reconciler.destinations.deliver import DeliveryAbortedError, check_all, deliver_all, ordered
-from reconciler.destinations.file import FileDestination
-from reconciler.destinations.parse import FilePath, parse_destination
 
 __all__ = [
     "Delivery",

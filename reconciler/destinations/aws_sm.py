@@ -14,16 +14,15 @@ import uuid
 from collections.abc import Callable, Collection
 from typing import Any
 
-from reconciler.destinations.base import (
-    Delivery,
+from reconciler.destinations.base import Delivery, Undo
+from reconciler.errors import (
     DeliveryFailedError,
     DestinationCheckError,
     DestinationError,
-    Undo,
     UndoFailedError,
-    one_line,
     redact,
 )
+from reconciler.util.text import one_line
 
 INSTALL_HINT = "pip install 'reconciler[aws]'"
 CURRENT, PREVIOUS = "AWSCURRENT", "AWSPREVIOUS"

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from reconciler.errors import SecretsError
-
 #: Puts a store back as it was before one delivery; raises DestinationError if it cannot.
 Undo = Callable[[], None]
-
-REDACTED = "***"
 
 
 def no_undo() -> None:
@@ -71,48 +67,3 @@ class Destination(Protocol):
     def deliver(self, delivery: Delivery) -> Undo:
         """Write ``delivery``; raise DeliveryFailedError if the store did not confirm it."""
         ...
-
-
-class DestinationError(SecretsError):
-    """A destination refused or could not be reached; names it and the store's reason.
-
-    ``destination`` is the describe() text, ``reason`` the store's answer with every
-    credential and value already removed.
-    """
-
-    def __init__(self, destination: str, reason: str, *, hint: str | None = None) -> None:
-        self.destination = destination
-        self.reason = reason
-        self.hint = hint
-        text = f"{destination}: {reason}"
-        super().__init__(f"{text}; {hint}" if hint else text)
-
-
-class DestinationCheckError(DestinationError):
-    """The pre-flight check failed: nothing was created or written."""
-
-
-class DeliveryFailedError(DestinationError):
-    """A write was refused or not confirmed by the store."""
-
-
-class UndoFailedError(DestinationError):
-    """A store could not be put back after another destination failed."""
-
-
-class DestinationSyntaxError(SecretsError):
-    """A ``--secrets-out`` / ``secrets:`` / ``deliver_to:`` entry cannot be understood."""
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every secret in it replaced by ``***`` (longest first, so a secret
-    that contains another is removed whole)."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """A store's message made fit for a one-line error."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

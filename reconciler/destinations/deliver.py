@@ -25,42 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from reconciler.destinations.base import (
-    Delivery,
-    Destination,
-    DestinationError,
-    Undo,
-)
-
-
-class DeliveryAbortedError(DestinationError):
-    """A delivery failed; the destinations that took the value were put back where they
-    could be. ``undone`` and ``kept`` list describe() texts; ``undo_failures`` the
-    errors of stores that could not be put back."""
-
-    def __init__(
-        self,
-        failure: DestinationError,
-        *,
-        undone: list[str],
-        kept: list[str],
-        undo_failures: list[DestinationError],
-    ) -> None:
-        self.failure = failure
-        self.undone = undone
-        self.kept = kept
-        self.undo_failures = undo_failures
-        notes = []
-        if undone:
-            notes.append(f"put back: {', '.join(undone)}")
-        if kept:
-            notes.append(f"already ran and cannot be undone: {', '.join(kept)}")
-        notes.extend(f"could not be put back: {e}" for e in undo_failures)
-        super().__init__(
-            failure.destination,
-            failure.reason,
-            hint="; ".join(filter(None, [failure.hint, *notes])) or None,
-        )
+from reconciler.destinations.base import Delivery, Destination, Undo
+from reconciler.errors import DeliveryAbortedError, DestinationError
 
 
 def ordered(destinations: Sequence[Destination]) -> list[Destination]:

@@ -18,16 +18,10 @@ import signal
 import subprocess
 from collections.abc import Callable, Collection
 
-from reconciler.destinations.base import (
-    Delivery,
-    DeliveryFailedError,
-    DestinationCheckError,
-    Undo,
-    no_undo,
-    one_line,
-    redact,
-)
-from reconciler.settings import ENV_API_KEY
+from reconciler.api.settings import ENV_API_KEY
+from reconciler.destinations.base import Delivery, Undo, no_undo
+from reconciler.errors import DeliveryFailedError, DestinationCheckError, redact
+from reconciler.util.text import one_line
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
 SHELL = "/bin/sh"

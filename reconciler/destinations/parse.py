@@ -14,9 +14,10 @@ from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.destinations.aws_sm import SecretsManagerDestination
-from reconciler.destinations.base import Destination, DestinationSyntaxError
+from reconciler.destinations.base import Destination
 from reconciler.destinations.exec import ExecDestination
 from reconciler.destinations.vault import VaultDestination
+from reconciler.errors import DestinationSyntaxError
 
 FileFormat = Literal["json", "dotenv"]
 SCHEMES = ("vault://", "aws-sm://", "exec:")

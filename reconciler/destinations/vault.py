@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from reconciler.destinations.base import (
-    Delivery,
+from reconciler.destinations.base import Delivery, Undo
+from reconciler.errors import (
     DeliveryFailedError,
     DestinationCheckError,
     DestinationError,
-    Undo,
     UndoFailedError,
-    one_line,
     redact,
 )
+from reconciler.util.text import one_line
 
 INSTALL_HINT = "pip install 'reconciler[vault]'"
 DEFAULT_ADDR = "https://127.0.0.1:8200"

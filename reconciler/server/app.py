@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from reconciler.errors import clip
 from reconciler.server.faults import FaultInjector, Faults
 from reconciler.server.outer import API_TOKENS, AUTH_CURRENT, TOKEN_ROUTE, LocalApiApp, route_key
 from reconciler.server.store import NameTakenError, Principal, Store, format_db_time
@@ -38,6 +37,7 @@ from reconciler.server.wire import (
     token_to_wire,
     user_to_wire,
 )
+from reconciler.util.text import clip
 
 __all__ = ["AUTH_HEADER", "MAX_BODY_BYTES", "LocalApiApp", "create_app", "route_key"]
 

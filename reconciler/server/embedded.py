@@ -14,10 +14,10 @@ from typing import Any, TextIO
 
 import uvicorn
 
-from reconciler import atomicfile
 from reconciler.server.app import AUTH_HEADER, create_app
 from reconciler.server.faults import FaultInjector, Faults
 from reconciler.server.store import Store, new_admin_key
+from reconciler.util import atomicfile
 
 MEMORY = ":memory:"
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.errors import clip
+from reconciler.manifest.spec import MAX_DESCRIPTION, NAME_PATTERN, NAME_RULE, SCOPES
 from reconciler.server.store import (
     UNIQUE_NAME_INDEX,
     Principal,
@@ -17,7 +17,7 @@ from reconciler.server.store import (
     UserRecord,
     format_db_time,
 )
-from reconciler.spec import MAX_DESCRIPTION, NAME_PATTERN, NAME_RULE, SCOPES
+from reconciler.util.text import clip
 
 # BentoML sends "2026-12-27 21:24:30.123456" (no zone); RFC 3339 and plain dates work too.
 EXPIRED_AT_PATTERN = (

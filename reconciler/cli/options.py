@@ -1,0 +1,359 @@
+"""Option plumbing shared by every command: global options, the state-lock options, and
+the one-line texts of usage errors and command hints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from reconciler.errors import ConfigError
+from reconciler.session import Options
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_MANIFESTS = ("manifests",)
+
+
+def _set(attribute: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None and value is not False and value != 0:
+            setattr(ctx.ensure_object(Options), attribute, value)
+
+    return callback
+
+
+def global_options(func: F) -> F:
+    """Connection and output options, accepted before or after the subcommand name."""
+    decorators = [
+        click.option(
+            "--endpoint",
+            callback=_set("endpoint"),
+            expose_value=False,
+            metavar="URL|local",
+            help="BentoCloud endpoint, or 'local' for the embedded local API. "
+            "Default: $BENTO_CLOUD_API_ENDPOINT, then BentoML's current cloud context.",
+        ),
+        click.option(
+            "--api-key",
+            callback=_set("api_key"),
+            expose_value=False,
+            help="API key. Default: $BENTO_CLOUD_API_KEY, then BentoML's current context.",
+        ),
+        click.option(
+            "--state",
+            callback=_set("state"),
+            expose_value=False,
+            metavar="PATH|s3://BUCKET/KEY",
+            help="State file or S3 object. Default: $RECONCILER_STATE, then the state: "
+            "section of ./reconciler.yaml, then state/tokens.state.json.",
+        ),
+        click.option(
+            "--no-color",
+            is_flag=True,
+            callback=lambda ctx, _p, v: _no_color(ctx, v),
+            expose_value=False,
+            help="No colour in output (also: NO_COLOR, or output not a terminal).",
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            callback=_set_verbose,
+            expose_value=False,
+            help="Log progress details; twice for debug and tracebacks.",
+        ),
+        click.option(
+            "--allow-insecure-http",
+            is_flag=True,
+            callback=_set("allow_insecure_http"),
+            expose_value=False,
+            help="Allow plain http:// to a non-loopback endpoint (sends the key unencrypted).",
+        ),
+        click.option(
+            "--ca-bundle",
+            callback=_set("ca_bundle"),
+            expose_value=False,
+            type=click.Path(exists=True, dir_okay=False),
+            help="CA bundle to verify the endpoint's TLS certificate with.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    if value:
+        opts = ctx.ensure_object(Options)
+        opts.verbose = max(opts.verbose, value)
+        level = logging.DEBUG if opts.verbose >= 2 else logging.INFO
+        logging.getLogger("reconciler").setLevel(level)
+
+
+def _no_color(ctx: click.Context, value: bool) -> None:
+    if value:
+        ctx.ensure_object(Options).color = False
+
+
+def options() -> Options:
+    return click.get_current_context().ensure_object(Options)
+
+
+def use_color() -> bool:
+    chosen = options().color
+    if chosen is not None:
+        return chosen
+    return "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+
+def lock_wait_seconds(text: str) -> float:
+    from reconciler.util.times import parse_wait
+
+    try:
+        return parse_wait(text).total_seconds()
+    except ValueError:
+        raise ConfigError(
+            f"--lock-timeout {text!r}: use a duration such as 0, 30s, 5m or 1h"
+        ) from None
+
+
+def lock_options(func: F) -> F:
+    func = click.option(
+        "--lock-timeout",
+        default="0s",
+        show_default=True,
+        help="How long to wait for the state lock (e.g. 30s, 5m).",
+    )(func)
+    return func
+
+
+def plan_options(func: F) -> F:
+    func = click.option(
+        "--prune", is_flag=True, help="Also delete live tokens that are not declared."
+    )(func)
+    func = click.option(
+        "--updates",
+        type=click.Choice(["in-place", "replace"]),
+        default=None,
+        help="How to change description, scopes or a fixed expiry: in place (default; "
+        "$RECONCILER_UPDATES, `updates:` in reconciler.yaml) or by replacing the token, for "
+        "an API without the update route.",
+    )(func)
+    func = click.option(
+        "--replace",
+        "replace",
+        multiple=True,
+        metavar="NAME",
+        help="Make a new generation of this managed token now and retire the previous one "
+        "at once, whatever its overlap (a leaked value). Repeatable.",
+    )(func)
+    return func
+
+
+def _command_named(cli: click.Group, argv: list[str]) -> list[str]:
+    """The command path argv names (['state', 'rm']), for errors click raises without one."""
+    names: list[str] = []
+    group: click.Command = cli
+    for arg in argv:
+        if not isinstance(group, click.Group):
+            break
+        sub = group.commands.get(arg)
+        if sub is not None:
+            names.append(arg)
+            group = sub
+    return names
+
+
+def usage_error(cli: click.Group, exc: click.UsageError, argv: list[str]) -> str:
+    """One line for a command-line mistake, with where to read the right usage."""
+    names = exc.ctx.command_path.split()[1:] if exc.ctx is not None else _command_named(cli, argv)
+    command = " ".join(names)
+    see = " ".join(["reconciler", *names, "--help"])
+    if isinstance(exc, click.NoSuchOption):
+        message = f"no such option {exc.option_name}" + (f" for {command}" if command else "")
+        if exc.possibilities:
+            message += f" (did you mean {', '.join(sorted(exc.possibilities))}?)"
+        return f"{message}; see {see}"
+    param = getattr(exc, "param", None)
+    if isinstance(param, click.Option) and isinstance(param.type, click.types.BoolParamType):
+        message = f"invalid value for {param.opts[0]}: use true or false"
+    else:
+        message = exc.format_message().rstrip(".")
+        message = " ".join((message[:1].lower() + message[1:]).split())
+    return f"{command + ': ' if command else ''}{message}; see {see}"
+
+
+_SUGGESTED = re.compile(r"`reconciler ([^`]+)`")
+
+
+def with_hints(message: str, opts: Options) -> str:
+    """``message`` followed, for each command it suggests (in backticks), by that command
+    with this run's connection options, so what is pasted reaches the same endpoint and
+    state. The message itself is left as its module wrote it."""
+    extra = opts.hint_args()
+    if not extra:
+        return message
+    commands = dict.fromkeys(_SUGGESTED.findall(message))
+    lines = [message]
+    for command in commands:
+        lines.append(f"  with this run's options: `{' '.join(['reconciler', *extra, command])}`")
+    return "\n".join(lines)
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job, `kill`) unwinds like Ctrl-C instead of ending the
+    process on the spot, so the state lock is released on the way out. apply's own handler
+    takes over while changes are being made (see cli._stop_on_signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        # None: the previous handler was not installed from Python; leave ours then.
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(Exception):
+    """SIGTERM asked the local API to stop: a normal end, not an interruption."""
+
+
+@contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """uvicorn shuts down gracefully on SIGTERM and then raises the signal again; that
+    second delivery ends ``serve`` cleanly (exit 0) instead of as 'Aborted.'."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(_signum: int, _frame: FrameType | None) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    except _Terminated:
+        click.echo("Stopped the local API (SIGTERM).", err=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def apply_options(func: F) -> F:
+    """The options of `apply` beyond plan's: approval, destinations, pool and safety."""
+    func = click.option(
+        "--threshold",
+        type=click.FloatRange(0, 1),
+        default=0.3,
+        show_default=True,
+        help="Largest share of managed tokens a plan may delete or replace without --force.",
+    )(func)
+    func = click.option("--force", is_flag=True, help="Apply even above the safety threshold.")(
+        func
+    )
+    func = click.option(
+        "--parallelism",
+        type=click.IntRange(1, 256),
+        default=10,
+        show_default=True,
+        help="How many API calls to run at once.",
+    )(func)
+    func = click.option(
+        "--discard-secrets",
+        is_flag=True,
+        help="Create tokens even though no one will ever see their values.",
+    )(func)
+    func = click.option(
+        "--exec-timeout",
+        type=click.FloatRange(min=0.1),
+        default=60.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long an exec: destination may run per value before it is killed.",
+    )(func)
+    func = click.option(
+        "--secrets-format",
+        type=click.Choice(["json", "dotenv"]),
+        default=None,
+        help="Format of --secrets-out files (default: from its extension, else json).",
+    )(func)
+    func = click.option(
+        "--secrets-out",
+        "secrets_out",
+        multiple=True,
+        metavar="DEST",
+        help="Where every new token value goes, repeatable: a file (mode 0600), "
+        "vault://MOUNT/PATH, aws-sm://PATH or exec:COMMAND (docs/secret-stores.md). "
+        "Default: secrets: in reconciler.yaml.",
+    )(func)
+    func = click.option(
+        "--auto-approve",
+        is_flag=True,
+        help="Apply without asking for confirmation (a saved plan never asks: it is the approval).",
+    )(func)
+    return func
+
+
+def serve_options(func: F) -> F:
+    """The options of `serve`: where it listens, its database and fault injection."""
+    func = click.option(
+        "--no-update-route",
+        is_flag=True,
+        help="Answer PATCH of a token as a server without that route does (plain-text 404).",
+    )(func)
+    func = click.option(
+        "--allow-duplicate-names",
+        is_flag=True,
+        help="Let a user hold several live tokens with one name (default: unique, as Yatai).",
+    )(func)
+    func = click.option(
+        "--seed", type=int, default=None, help="Seed for reproducible fault injection."
+    )(func)
+    func = click.option(
+        "--lost-create-rate",
+        default=0.0,
+        help="Fault injection: share of creates whose answer is lost after the commit.",
+    )(func)
+    func = click.option(
+        "--rate-limit-rate", default=0.0, help="Fault injection: share answered 429."
+    )(func)
+    func = click.option(
+        "--error-rate", default=0.0, help="Fault injection: share of requests failing 503."
+    )(func)
+    func = click.option(
+        "--latency-ms", default=0.0, help="Fault injection: added latency per request."
+    )(func)
+    func = click.option(
+        "--page-size", default=1000, show_default=True, type=click.IntRange(1, 100000)
+    )(func)
+    func = click.option(
+        "--api-key", "api_key", help="Admin key to accept (default: generated once)."
+    )(func)
+    func = click.option(
+        "--db",
+        "db_path",
+        default=str(Path("state") / "local-api.sqlite3"),
+        show_default=True,
+        type=click.Path(dir_okay=False),
+    )(func)
+    func = click.option("--port", default=3000, show_default=True, type=click.IntRange(0, 65535))(
+        func
+    )
+    func = click.option("--host", default="127.0.0.1", show_default=True)(func)
+    return func

@@ -1,0 +1,1 @@
+"""The use cases, one module each, callable without the command line."""

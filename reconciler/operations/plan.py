@@ -1,0 +1,165 @@
+"""The plan use case: what `reconciler plan` does, callable without click.
+
+with Session(SessionSettings(endpoint="local")) as session:
+    planned = make_plan(session, PlanRequest(paths=("manifests",)))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reconciler.errors import PlanError
+from reconciler.plan.model import Plan
+from reconciler.session import Runtime
+
+if TYPE_CHECKING:
+    from reconciler.api.token import ApiToken
+    from reconciler.manifest.loader import Manifests
+    from reconciler.operations.apply import ApplyRequest
+    from reconciler.state.model import State
+
+
+DEFAULT_MANIFESTS = ("manifests",)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What to plan: manifest files or directories (default: manifests/)."""
+
+    paths: Sequence[str] = ()
+    prune: bool = False
+    lock: bool = True
+    lock_timeout: float = 0.0
+    # "replace": every in-place update becomes a replacement (an API without the route).
+    updates: str = "in-place"
+    # Managed token names to replace now, previous generations retired at once.
+    replace: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A fresh plan and what it was made from."""
+
+    plan: Plan
+    manifest_digest: str
+    state: State
+    live: Sequence[ApiToken]
+
+
+def load_manifests(paths: Sequence[str]) -> Manifests:
+    """Offline and first, so a bad manifest fails before anything is contacted or created."""
+    from reconciler.manifest.loader import load_manifests as load
+
+    return load(tuple(paths) or DEFAULT_MANIFESTS)
+
+
+def _plan_from(
+    runtime: Runtime,
+    manifests: Manifests,
+    request: PlanRequest | ApplyRequest,
+) -> Planned:
+    from reconciler.plan.planner import build_plan
+    from reconciler.util.times import utcnow
+
+    state = runtime.read_state()
+    live = runtime.api.list()
+    now = utcnow()
+    plan = build_plan(
+        manifests.tokens,
+        live,
+        state,
+        now=now,
+        prune=request.prune,
+        updates="replace" if request.updates == "replace" else "in-place",
+        replace=frozenset(request.replace),
+    )
+    refuse_born_expired(plan, manifests, now)
+    return Planned(plan, manifests.digest, state, live)
+
+
+def refuse_born_expired(plan: Plan, manifests: Manifests, now: datetime) -> None:
+    """A create or replace whose new token would expire before it is made is refused: it
+    would not authenticate, and the next plan would say nothing is wrong."""
+    for action in plan.actions:
+        spec = action.spec
+        if not action.creates or spec is None or spec.expires.at is None:
+            continue
+        if spec.expires.at > now:
+            continue
+        file, line = manifests.locations.get(action.name, ("manifests", 0))
+        raise PlanError(
+            f"{file}:{line}: token {action.name}: expires {spec.expires.text()} is in "
+            f"the past, so the token the plan would {action.kind} would be born expired; set "
+            "a later date, or a duration such as expires: 90d"
+        )
+
+
+def _locked(
+    runtime: Runtime, operation: str, lock: bool, timeout: float
+) -> AbstractContextManager[object]:
+    return runtime.backend.lock(operation, timeout) if lock else nullcontext()
+
+
+def make_plan(runtime: Runtime, request: PlanRequest) -> Planned:
+    """What apply would change. Read-only (it holds the state lock while reading, unless
+    ``request.lock`` is False)."""
+    manifests = load_manifests(request.paths)
+    with _locked(runtime, "plan", request.lock, request.lock_timeout):
+        return _plan_from(runtime, manifests, request)
+
+
+def save_plan(runtime: Runtime, planned: Planned, out: Path, *, prune: bool) -> None:
+    """Write ``planned`` for a later ``apply``; refused (nothing written) when it has
+    conflicts, so there is never a plan file that cannot be applied."""
+    from reconciler.plan.saved import SavedPlan, affected_tokens, write_plan_file
+
+    planned.plan.check(force=True)
+    saved = SavedPlan(
+        plan=planned.plan,
+        endpoint=runtime.endpoint_id,
+        manifest_digest=planned.manifest_digest,
+        prune=prune,
+        affected=affected_tokens(planned.plan, planned.live),
+    )
+    write_plan_file(out, saved)
+
+
+def unsafe_reason(plan: Plan) -> str | None:
+    """What apply's safety check would refuse this plan for (None when it would not), so
+    plan, run in pull requests, can say it before the deploy job does."""
+    from reconciler.errors import UnsafePlanError
+
+    try:
+        plan.check()
+    except UnsafePlanError as exc:
+        return exc.reason
+    return None
+
+
+def planned_destinations(plan: Plan) -> dict[str, list[str]] | None:
+    """Where the plan's creates will deliver: deliver_to, else reconciler.yaml's secrets:
+    (apply's --secrets-out is not known yet); None when nothing is configured."""
+    if not any(a.creates for a in plan.actions):
+        return None
+    from reconciler.apply.delivery import plan_destinations
+    from reconciler.config import load_secrets_setting
+
+    setting = load_secrets_setting()
+    return plan_destinations(plan, setting.destinations if setting else ()) or None
+
+
+def needs_destination(plan: Plan) -> bool:
+    """Whether apply of this plan needs --secrets-out: creates that neither their
+    deliver_to: nor reconciler.yaml's secrets: give a destination."""
+    if not any(a.creates for a in plan.actions):
+        return False
+    from reconciler.apply.delivery import creates_have_destinations
+    from reconciler.config import load_secrets_setting
+
+    setting = load_secrets_setting()
+    return not creates_have_destinations(plan, setting.destinations if setting else ())

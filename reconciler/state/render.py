@@ -1,0 +1,61 @@
+"""`reconciler state ...`: render and edit the owned-token list."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from reconciler.errors import StateError
+from reconciler.state.model import State
+from reconciler.util.text import plural
+
+
+def _moment(value: datetime | None, never: str) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else never
+
+
+def render_state_table(state: State | None) -> str:
+    """A table of owned tokens: name, live name (when one differs), uid, scopes, expires;
+    then the previous generations still kept, with when each may be retired."""
+    if state is None or not state.tokens:
+        return "No tokens in state.\n"
+    # The live name is a column only when some generation's differs from its manifest name.
+    renamed = any(owned.live_name != name for name, owned in state.tokens.items())
+    rows: list[tuple[str, ...]] = [
+        ("NAME", *(("LIVE NAME",) if renamed else ()), "UID", "SCOPES", "EXPIRES")
+    ]
+    for name in sorted(state.tokens):
+        owned = state.tokens[name]
+        scopes = ",".join(sorted(owned.spec.scopes))
+        expires = _moment(owned.expired_at, "never")
+        live = (owned.live_name,) if renamed else ()
+        rows.append((name, *live, owned.uid, scopes, expires))
+    lines = _columns(rows)
+    if state.previous:
+        lines += ["", "Previous generations:"]
+        kept = [("NAME", "LIVE NAME", "UID", "RETIRE AFTER")]
+        for generation in sorted(state.previous.values(), key=lambda g: (g.name, g.uid)):
+            after = _moment(generation.retire_after, "its successor is proven")
+            if generation.held:
+                after += f" (held: {generation.held})"
+            kept.append((generation.name, generation.live_name, generation.uid, after))
+        lines += _columns(kept)
+    footer = f"{plural(len(state.tokens), 'token')} (serial {state.serial})"
+    return "\n".join([*lines, footer]) + "\n"
+
+
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+def show_owned(state: State | None, name: str, where: str) -> str:
+    owned = _require(state, name, where).tokens[name]
+    return json.dumps(owned.to_dict(), indent=2) + "\n"
+
+
+def _require(state: State | None, name: str, where: str) -> State:
+    if state is None or name not in state.tokens:
+        raise StateError(f"{name} is not in state {where}; see `reconciler state list`")
+    return state
