@@ -1,4 +1,4 @@
-"""reconciler.yaml at the repository root: where state lives, so CI jobs need no long flags.
+"""reconciler.yaml, the platform team's configuration, read once per run into one Config.
 
     state:                      # or: {backend: local, path: state/tokens.state.json}
       backend: s3
@@ -11,32 +11,36 @@
     secrets:                    # where new token values go (see docs/secret-stores.md)
       - vault://secret/bentocloud
       - aws-sm://bentocloud
+    updates: in-place           # or replace, for an API without the update route
 
 Precedence of the state location: --state, then $RECONCILER_STATE, then this file, then the
-default path. ``--secrets-out`` given on the command line replaces the ``secrets:`` list.
+default path; of the update mode: --updates, $RECONCILER_UPDATES, this file, in-place.
+``--secrets-out`` given on the command line replaces the ``secrets:`` list.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from reconciler.defaults import UPDATES
 from reconciler.errors import ConfigError, Problem
 from reconciler.manifest.yamllines import YList, YMap, load_yaml
-from reconciler.state.backends.s3 import OPTION_KEYS, S3Location
-
-T = TypeVar("T")
+from reconciler.util.text import plural
 
 CONFIG_FILE_NAME = "reconciler.yaml"
 ENV_STATE = "RECONCILER_STATE"
-
 ENV_UPDATES = "RECONCILER_UPDATES"
 TOP_LEVEL_KEYS = ("state", "secrets", "updates")
 UPDATE_MODES = ("in-place", "replace")
-_S3_KEYS = ("backend", "bucket", "key", *OPTION_KEYS)
+# The S3 backend's option names (reconciler.state.backends.s3.OPTION_KEYS), repeated so
+# that reading this file does not import the S3 backend (tests/test_imports.py holds
+# the two equal).
+S3_OPTION_KEYS = ("region", "endpoint_url", "kms_key_id", "sse")
+_S3_KEYS = ("backend", "bucket", "key", *S3_OPTION_KEYS)
 _LOCAL_KEYS = ("backend", "path")
 
 
@@ -48,11 +52,50 @@ class StateSetting:
     source: str
 
 
+@dataclass(frozen=True)
+class SecretsSetting:
+    """The ``secrets:`` list: destination texts, and the file:line it came from."""
+
+    destinations: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """What reconciler.yaml says; every section None when the file or the section is absent."""
+
+    state: StateSetting | None = None
+    secrets: SecretsSetting | None = None
+    updates: str | None = None
+
+
+def load_config(path: Path | None = None) -> Config:
+    """``path`` (default ./reconciler.yaml) parsed and checked once; an absent file is an
+    empty Config. Every problem in the file is reported at once, each with its line."""
+    path = Path(CONFIG_FILE_NAME) if path is None else path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    display = str(path)
+    root, problems = load_yaml(text, display)
+    config = Config()
+    if not problems and root is not None:
+        config = Config(
+            state=_state_section(root, path, problems),
+            secrets=_secrets_section(root, path, problems),
+            updates=_updates_section(root, path, problems),
+        )
+    if problems:
+        head = f"{plural(len(problems), 'problem')} in {display}"
+        raise ConfigError(head + ":\n" + "\n".join(f"  {p}" for p in problems))
+    return config
+
+
 def resolve_state_location(
-    flag: str | None,
-    *,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
+    flag: str | None, config: Config, *, env: Mapping[str, str] | None = None
 ) -> StateSetting | None:
     """The configured state location, or None for the default."""
     if flag:
@@ -61,12 +104,11 @@ def resolve_state_location(
     from_env = env.get(ENV_STATE, "").strip()
     if from_env:
         return StateSetting(from_env, f"${ENV_STATE}")
-    path = (cwd / CONFIG_FILE_NAME) if cwd is not None else Path(CONFIG_FILE_NAME)
-    return load_state_setting(path)
+    return config.state
 
 
 def resolve_updates(
-    flag: str | None, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    flag: str | None, config: Config, *, env: Mapping[str, str] | None = None
 ) -> str:
     """How changes the update route can make are made: --updates, then
     $RECONCILER_UPDATES, then ``updates:`` in reconciler.yaml, then in-place."""
@@ -80,17 +122,12 @@ def resolve_updates(
                 f"${ENV_UPDATES}={from_env!r} is not an update mode: use in-place or replace"
             )
         return from_env
-    path = (cwd / CONFIG_FILE_NAME) if cwd is not None else Path(CONFIG_FILE_NAME)
-    return _updates_setting(path) or "in-place"
-
-
-def _updates_setting(path: Path) -> str | None:
-    return _load(path, _updates_section)
+    return config.updates or UPDATES
 
 
 def _updates_section(root: Any, path: Path, problems: list[Problem]) -> str | None:
     if not isinstance(root, YMap) or root.get("updates") is None:
-        return None  # a file that is not a mapping is reported by the state setting
+        return None  # a file that is not a mapping is reported by the state section
     value = root.get("updates")
     if value not in UPDATE_MODES:
         problems.append(
@@ -105,48 +142,8 @@ def _updates_section(root: Any, path: Path, problems: list[Problem]) -> str | No
     return str(value)
 
 
-def load_state_setting(path: Path) -> StateSetting | None:
-    """The ``state:`` section of ``path``; None when the file or the section is absent.
-    Every problem in the file is reported at once, each with its line."""
-    return _load(path, _state_section)
-
-
-@dataclass(frozen=True)
-class SecretsSetting:
-    """The ``secrets:`` list: destination texts, and the file:line it came from."""
-
-    destinations: tuple[str, ...]
-    source: str
-
-
-def load_secrets_setting(cwd: Path | None = None) -> SecretsSetting | None:
-    """The ``secrets:`` list of reconciler.yaml in ``cwd``; None when absent. Each entry
-    is checked by the destination parser (offline), so a typo is reported with its line."""
-    path = (cwd / CONFIG_FILE_NAME) if cwd is not None else Path(CONFIG_FILE_NAME)
-    return _load(path, _secrets_section)
-
-
-def _load(path: Path, section: Callable[[Any, Path, list[Problem]], T]) -> T | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    display = str(path)
-    root, problems = load_yaml(text, display)
-    setting: T | None = None
-    if not problems and root is not None:
-        setting = section(root, path, problems)
-    if problems:
-        count = len(problems)
-        head = f"{count} problem{'s' if count != 1 else ''} in {display}"
-        raise ConfigError(head + ":\n" + "\n".join(f"  {p}" for p in problems))
-    return setting
-
-
 def _secrets_section(root: Any, path: Path, problems: list[Problem]) -> SecretsSetting | None:
-    from reconciler.destinations import parse_destination
+    from reconciler.destinations.parse import parse_destination
     from reconciler.errors import DestinationSyntaxError
 
     display = str(path)
@@ -160,6 +157,7 @@ def _secrets_section(root: Any, path: Path, problems: list[Problem]) -> SecretsS
             Problem(display, line, f"secrets must be a list of destinations, such as {example}")
         )
         return None
+    found = len(problems)
     for index, item in enumerate(items):
         at = items.item_lines[index] if index < len(items.item_lines) else line
         if not isinstance(item, str) or not item.strip():
@@ -169,7 +167,7 @@ def _secrets_section(root: Any, path: Path, problems: list[Problem]) -> SecretsS
             parse_destination(item)
         except DestinationSyntaxError as exc:
             problems.append(Problem(display, at, f"secrets[{index}]: {exc}"))
-    if problems:
+    if len(problems) > found:
         return None
     return SecretsSetting(tuple(str(item) for item in items), f"{display}:{line}")
 
@@ -240,7 +238,9 @@ def _state_section(root: Any, path: Path, problems: list[Problem]) -> StateSetti
             problems.append(Problem(display, line, f"state.{required} is required for s3"))
     if problems:
         return None
-    options = {key: values[key] for key in OPTION_KEYS if key in values}
+    from reconciler.state.backends.s3 import S3Location  # only when S3 state is configured
+
+    options = {key: values[key] for key in S3_OPTION_KEYS if key in values}
     try:
         location = S3Location.from_options(values["bucket"], values["key"], options)
     except ConfigError as exc:

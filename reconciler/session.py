@@ -1,4 +1,6 @@
-"""Wiring for one command run: options, the API connection (remote or embedded), state."""
+"""The wiring of one run: its settings, reconciler.yaml (read once), the API connection
+(remote or embedded) and the state backend, each opened when first needed and closed at
+the end."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.api.settings import LOCAL, check_endpoint_url, resolve_connection
+from reconciler.defaults import LOCAL_DB_NAME, STATE_PATH
 from reconciler.errors import ConfigError, StateError
 from reconciler.state.model import State
 
@@ -16,90 +19,102 @@ if TYPE_CHECKING:
     import ssl
 
     from reconciler.api.client import ApiTokenAPI
+    from reconciler.config import Config
     from reconciler.server.embedded import LocalServer
     from reconciler.state.backends import StateBackend
 
 log = logging.getLogger("reconciler")
 
-DEFAULT_STATE = Path("state") / "tokens.state.json"
-LOCAL_DB_NAME = "local-api.sqlite3"
-
 
 @dataclass
-class Options:
-    """Global options, settable before or after the subcommand name."""
+class SessionSettings:
+    """What a run connects to and where its state is: the global options of the CLI, or a
+    library caller's choice. Unset fields fall back to the environment, reconciler.yaml
+    and BentoML's own configuration."""
 
     endpoint: str | None = None
     api_key: str | None = field(default=None, repr=False)
     state: str | None = None
-    verbose: int = 0
-    color: bool | None = None
     allow_insecure_http: bool = False
     ca_bundle: str | None = None
     timeout: float = 30.0
-
-    @property
-    def state_location(self) -> str:
-        """--state, else $RECONCILER_STATE, else reconciler.yaml's state:, else the default."""
-        from reconciler.config import resolve_state_location
-
-        setting = resolve_state_location(self.state)
-        if setting is None:
-            return str(DEFAULT_STATE)
-        log.debug("state %s (from %s)", setting.location, setting.source)
-        return setting.location
-
-    def hint_args(self) -> list[str]:
-        """The connection options this run was given, as arguments for a command a message
-        suggests (so it works when pasted). Never the API key: it stays where it was."""
-        import shlex
-
-        args: list[str] = []
-        for flag, value in (
-            ("--endpoint", self.endpoint),
-            ("--state", self.state),
-            ("--ca-bundle", self.ca_bundle),
-        ):
-            if value:
-                args += [flag, shlex.quote(value)]
-        if self.allow_insecure_http:
-            args.append("--allow-insecure-http")
-        return args
+    #: reconciler.yaml to read (None: ./reconciler.yaml).
+    config_path: Path | None = None
 
     @property
     def is_local(self) -> bool:
         return self.endpoint == LOCAL
 
 
-class Runtime:
+class Session:
     """Opens what a command needs, lazily, and closes it all at the end."""
 
-    def __init__(self, options: Options) -> None:
-        self.options = options
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
         self._stack = ExitStack()
+        self._config: Config | None = None
+        self._state_location: str | None = None
         self._api: ApiTokenAPI | None = None
         self._backend: StateBackend | None = None
         self._endpoint_id: str | None = None
         self.local_server: LocalServer | None = None
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
     @property
+    def config(self) -> Config:
+        """reconciler.yaml, parsed once per run."""
+        if self._config is None:
+            from reconciler.config import load_config
+
+            self._config = load_config(self.settings.config_path)
+        return self._config
+
+    @property
+    def state_location(self) -> str:
+        """--state, else $RECONCILER_STATE, else reconciler.yaml's state:, else the default."""
+        if self._state_location is None:
+            from reconciler.config import resolve_state_location
+
+            setting = resolve_state_location(self.settings.state, self.config)
+            if setting is None:
+                self._state_location = STATE_PATH
+            else:
+                log.debug("state %s (from %s)", setting.location, setting.source)
+                self._state_location = setting.location
+        return self._state_location
+
+    def updates(self, flag: str | None) -> str:
+        """The update mode: --updates (``flag``), $RECONCILER_UPDATES, reconciler.yaml."""
+        from reconciler.config import resolve_updates
+
+        return resolve_updates(flag, self.config)
+
+    def configured_destinations(self) -> tuple[str, ...]:
+        """reconciler.yaml's ``secrets:`` list (empty when there is none)."""
+        setting = self.config.secrets
+        return setting.destinations if setting is not None else ()
+
+    def backend_for(self, location: str) -> StateBackend:
+        """A state backend for another location (``state migrate --to``)."""
+        from reconciler.state.backends import backend_for  # not for validate or --help
+
+        return backend_for(location)
+
+    @property
     def backend(self) -> StateBackend:
         if self._backend is None:
-            from reconciler.state.backends import backend_for  # not for validate or --help
-
-            self._backend = backend_for(self.options.state_location)
+            self._backend = self.backend_for(self.state_location)
         return self._backend
 
     def local_db_path(self) -> Path:
-        """The embedded API's database lives beside the default state, under state/."""
-        location = self.options.state_location
-        base = Path(location).parent if "://" not in location else DEFAULT_STATE.parent
+        """The embedded API's database lives beside a local state, else under state/."""
+        location = self.state_location
+        base = Path(location).parent if "://" not in location else Path(STATE_PATH).parent
         return base / LOCAL_DB_NAME
 
     @property
@@ -122,8 +137,8 @@ class Runtime:
         # to the API pay for them (not --help, validate or state).
         from reconciler.api.client import ApiTokenAPI, RestClient
 
-        options = self.options
-        if options.is_local:
+        settings = self.settings
+        if settings.is_local:
             from reconciler.server.embedded import LocalServer
 
             server = LocalServer(db_path=self.local_db_path())
@@ -131,15 +146,17 @@ class Runtime:
             self.local_server = server
             url, key, endpoint_id = server.url, server.admin_key, LOCAL
         else:
-            connection = resolve_connection(endpoint=options.endpoint, api_key=options.api_key)
-            check_endpoint_url(connection.endpoint, allow_insecure_http=options.allow_insecure_http)
+            connection = resolve_connection(endpoint=settings.endpoint, api_key=settings.api_key)
+            check_endpoint_url(
+                connection.endpoint, allow_insecure_http=settings.allow_insecure_http
+            )
             url, key, endpoint_id = connection.endpoint, connection.api_key, connection.endpoint
             log.debug("connecting to %s (%s)", connection.endpoint, connection.source)
         client = RestClient(
             endpoint=url,
             api_key=key,
-            timeout=options.timeout,
-            verify=_tls_verify(options.ca_bundle),
+            timeout=settings.timeout,
+            verify=_tls_verify(settings.ca_bundle),
         )
         self._stack.callback(client.close)
         self._api = ApiTokenAPI(client)

@@ -10,11 +10,13 @@ import pytest
 from reconciler.config import (
     CONFIG_FILE_NAME,
     ENV_STATE,
-    load_state_setting,
+    StateSetting,
+    load_config,
     resolve_state_location,
 )
+from reconciler.defaults import STATE_PATH
 from reconciler.errors import ConfigError
-from reconciler.session import DEFAULT_STATE, Options
+from reconciler.session import Session, SessionSettings
 from reconciler.state.backends import LocalStateBackend, S3Location, S3StateBackend, backend_for
 
 S3_YAML = """\
@@ -29,6 +31,15 @@ state:
 """
 
 
+def load_state_setting(path: Path) -> StateSetting | None:
+    return load_config(path).state
+
+
+def state_location(state: str | None = None) -> str:
+    """Where a run in the working directory keeps state, given ``--state``."""
+    return Session(SessionSettings(state=state)).state_location
+
+
 def write(directory: Path, text: str) -> Path:
     path = directory / CONFIG_FILE_NAME
     path.write_text(textwrap.dedent(text))
@@ -36,12 +47,12 @@ def write(directory: Path, text: str) -> Path:
 
 
 def test_no_file_means_default(tmp_path: Path) -> None:
-    assert resolve_state_location(None, env={}, cwd=tmp_path) is None
+    assert resolve_state_location(None, load_config(tmp_path / CONFIG_FILE_NAME), env={}) is None
 
 
 def test_s3_section_becomes_a_location(tmp_path: Path) -> None:
     write(tmp_path, S3_YAML)
-    setting = resolve_state_location(None, env={}, cwd=tmp_path)
+    setting = resolve_state_location(None, load_config(tmp_path / CONFIG_FILE_NAME), env={})
     assert setting is not None
     assert setting.source == f"{tmp_path / CONFIG_FILE_NAME}:2"
     assert S3Location.parse(setting.location) == S3Location(
@@ -56,12 +67,14 @@ def test_s3_section_becomes_a_location(tmp_path: Path) -> None:
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
     write(tmp_path, S3_YAML)
     env = {ENV_STATE: "s3://from-env/tokens.json"}
-    flag = resolve_state_location("flag.json", env=env, cwd=tmp_path)
+    flag = resolve_state_location("flag.json", load_config(tmp_path / CONFIG_FILE_NAME), env=env)
     assert flag is not None and (flag.location, flag.source) == ("flag.json", "--state")
-    from_env = resolve_state_location(None, env=env, cwd=tmp_path)
+    from_env = resolve_state_location(None, load_config(tmp_path / CONFIG_FILE_NAME), env=env)
     assert from_env is not None
     assert (from_env.location, from_env.source) == ("s3://from-env/tokens.json", f"${ENV_STATE}")
-    from_file = resolve_state_location(None, env={ENV_STATE: "  "}, cwd=tmp_path)
+    from_file = resolve_state_location(
+        None, load_config(tmp_path / CONFIG_FILE_NAME), env={ENV_STATE: "  "}
+    )
     assert from_file is not None and from_file.location.startswith("s3://acme-reconciler/")
 
 
@@ -70,13 +83,13 @@ def test_options_read_the_file_in_the_working_directory(
 ) -> None:
     monkeypatch.delenv(ENV_STATE, raising=False)
     monkeypatch.chdir(tmp_path)
-    assert Options().state_location == str(DEFAULT_STATE)
+    assert state_location() == STATE_PATH
     write(tmp_path, "state: {backend: local, path: elsewhere/tokens.json}\n")
-    assert Options().state_location == "elsewhere/tokens.json"
-    assert isinstance(backend_for(Options().state_location), LocalStateBackend)
+    assert state_location() == "elsewhere/tokens.json"
+    assert isinstance(backend_for(state_location()), LocalStateBackend)
     monkeypatch.setenv(ENV_STATE, "s3://env-bucket/k.json")
-    assert isinstance(backend_for(Options().state_location), S3StateBackend)
-    assert Options(state="flag.json").state_location == "flag.json"
+    assert isinstance(backend_for(state_location()), S3StateBackend)
+    assert state_location("flag.json") == "flag.json"
 
 
 def test_local_path_is_relative_to_the_file(tmp_path: Path) -> None:

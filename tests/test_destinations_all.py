@@ -15,13 +15,9 @@ from openbao_server import OpenBao, start_openbao
 from test_destinations_aws import AWS_ENV, CLEARED_ENV, Moto, start_moto
 
 from reconciler.api.client import ApiToken, ApiTokenAPI, RestClient
-from reconciler.destinations import (
-    Delivery,
-    Destination,
-    check_all,
-    deliver_all,
-    parse_destination,
-)
+from reconciler.destinations.base import Delivery, Destination
+from reconciler.destinations.deliver import check_all, deliver_all
+from reconciler.destinations.parse import parse_destination
 
 
 @pytest.fixture(scope="module")

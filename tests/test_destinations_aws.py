@@ -23,9 +23,11 @@ from botocore.exceptions import ClientError
 from leakcheck import REGISTRY
 from processes import free_port, launch_moto
 
-from reconciler.destinations import Delivery, deliver_all, parse_destination
 from reconciler.destinations.aws_sm import SecretsManagerDestination
+from reconciler.destinations.base import Delivery
+from reconciler.destinations.deliver import deliver_all
 from reconciler.destinations.exec import ExecDestination
+from reconciler.destinations.parse import parse_destination
 from reconciler.errors import DeliveryAbortedError, DestinationCheckError
 
 TESTS = Path(__file__).parent

@@ -19,15 +19,11 @@ from pathlib import Path
 import pytest
 from leakcheck import REGISTRY
 
-from reconciler.destinations import (
-    Delivery,
-    FileDestination,
-    check_all,
-    deliver_all,
-    parse_destination,
-)
-from reconciler.destinations.base import Undo
+from reconciler.destinations.base import Delivery, Undo
+from reconciler.destinations.deliver import check_all, deliver_all
 from reconciler.destinations.exec import ExecDestination
+from reconciler.destinations.file import FileDestination
+from reconciler.destinations.parse import parse_destination
 from reconciler.errors import (
     DeliveryAbortedError,
     DeliveryFailedError,

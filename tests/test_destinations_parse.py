@@ -5,12 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from reconciler.destinations import Delivery, FilePath, parse_destination
 from reconciler.destinations.aws_sm import SecretsManagerDestination
+from reconciler.destinations.base import Delivery
 from reconciler.destinations.exec import ExecDestination
+from reconciler.destinations.file import FileDestination
+from reconciler.destinations.parse import parse_destination
 from reconciler.destinations.vault import VaultDestination, VaultSettings
 from reconciler.errors import DestinationSyntaxError, SecretsError
 
@@ -49,8 +52,9 @@ def test_exec_keeps_the_whole_command() -> None:
     ("text", "fmt"), [("new.json", "json"), ("out/tokens.env", "dotenv"), ("/tmp/x", "json")]
 )
 def test_anything_else_is_a_file_path(text: str, fmt: str) -> None:
-    assert parse_destination(text) == FilePath(text)
-    assert FilePath(text).format == fmt and FilePath(text).describe() == text
+    destination = parse_destination(text)
+    assert isinstance(destination, FileDestination) and destination.path == Path(text)
+    assert destination.format == fmt and destination.describe() == text
 
 
 @pytest.mark.parametrize(
@@ -107,7 +111,7 @@ def test_no_store_client_is_imported_by_parsing_or_the_cli() -> None:
         """
         import sys
         import reconciler.cli.main
-        from reconciler.destinations import parse_destination
+        from reconciler.destinations.parse import parse_destination
         for text in ("vault://secret/a", "aws-sm://a", "exec:true", "new.json"):
             parse_destination(text).describe()
         loaded = sorted(m for m in ("hvac", "boto3", "botocore", "requests") if m in sys.modules)

@@ -21,8 +21,10 @@ from leakcheck import REGISTRY
 from openbao_server import OpenBao, start_openbao
 from processes import free_port
 
-from reconciler.destinations import Delivery, deliver_all, parse_destination
+from reconciler.destinations.base import Delivery
+from reconciler.destinations.deliver import deliver_all
 from reconciler.destinations.exec import ExecDestination
+from reconciler.destinations.parse import parse_destination
 from reconciler.destinations.vault import VaultDestination, VaultSettings
 from reconciler.errors import (
     DeliveryAbortedError,

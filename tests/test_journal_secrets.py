@@ -11,7 +11,7 @@ import json
 import stat
 from pathlib import Path
 
-from reconciler.destinations.file import SecretsSink
+from reconciler.destinations.file import FileDestination
 
 
 def test_new_values_are_appended_in_place_and_the_file_stays_whole(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ def test_new_values_are_appended_in_place_and_the_file_stays_whole(tmp_path: Pat
     after every single add."""
     for fmt, name in (("json", "secrets.json"), ("dotenv", "secrets.env")):
         path = tmp_path / name
-        sink = SecretsSink.open(path, fmt)  # type: ignore[arg-type]
+        sink = FileDestination.open(path, fmt)  # type: ignore[arg-type]
         sink.add("first", "v-first")
         inodes = set()
         expected = {"first": "v-first"}
@@ -57,7 +57,7 @@ def test_concurrent_adds_from_workers_leave_each_value_once(tmp_path: Path) -> N
     import threading
 
     path = tmp_path / "secrets.json"
-    sink = SecretsSink.open(path, "json")
+    sink = FileDestination.open(path, "json")
     sink.add("seed", "v")
     barrier = threading.Barrier(8)
 

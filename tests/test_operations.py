@@ -14,6 +14,7 @@ from conftest import LocalApi
 
 from reconciler.api.client import ApiTokenAPI, RestClient
 from reconciler.apply.applier import Applier
+from reconciler.apply.delivery import Deliveries
 from reconciler.errors import SecretsError
 from reconciler.manifest.spec import Expiry, TokenSpec
 from reconciler.plan.planner import build_plan
@@ -41,15 +42,15 @@ def test_operations_plan_and_apply_without_the_cli(local_api: LocalApi, tmp_path
         import json, sys
         from reconciler.operations.apply import ApplyRequest, apply
         from reconciler.operations.plan import PlanRequest, make_plan
-        from reconciler.session import Options, Runtime
+        from reconciler.session import Session, SessionSettings
 
-        opts = Options(endpoint={local_api.url!r}, api_key={local_api.admin_key!r},
-                       state={str(tmp_path / "state.json")!r})
-        with Runtime(opts) as runtime:
-            first = make_plan(runtime, PlanRequest(paths=[{str(folder)!r}]))
-            outcome = apply(runtime, ApplyRequest(paths=[{str(folder)!r}],
+        settings = SessionSettings(endpoint={local_api.url!r}, api_key={local_api.admin_key!r},
+                                   state={str(tmp_path / "state.json")!r})
+        with Session(settings) as session:
+            first = make_plan(session, PlanRequest(paths=[{str(folder)!r}]))
+            outcome = apply(session, ApplyRequest(paths=[{str(folder)!r}],
                                                   secrets_out={str(secrets)!r}))
-            again = make_plan(runtime, PlanRequest(paths=[{str(folder)!r}]))
+            again = make_plan(session, PlanRequest(paths=[{str(folder)!r}]))
         print(json.dumps({{
             "planned": sorted(a.kind + " " + a.name for a in first.plan.actions),
             "ok": outcome.result is not None and outcome.result.ok,
@@ -85,11 +86,11 @@ def test_applier_refuses_creates_without_a_sink(local_api: LocalApi, tmp_path: P
         plan = build_plan({"no-sink": spec}, api.list(), state, now=utcnow())
         backend = backend_for(str(tmp_path / "state.json"))
         with pytest.raises(SecretsError, match="--secrets-out FILE"):
-            Applier(api, Journal(backend, state), None).run(plan)
+            Applier(api, Journal(backend, state), Deliveries(())).run(plan)
         assert [t.name for t in api.list()] == []
         assert not (tmp_path / "state.json").exists()
         # Discarding is an explicit choice, and then the create goes ahead.
-        result = Applier(api, Journal(backend, state), None, discard_secrets=True).run(plan)
+        result = Applier(api, Journal(backend, state), Deliveries((), discard=True)).run(plan)
         assert result.ok and [t.name for t in api.list()] == ["no-sink"]
     finally:
         client.close()

@@ -27,7 +27,7 @@ from leakcheck import REGISTRY, SecretRegistry, all_loggers_at_debug, run_cli
 from reconciler.api.client import ApiTokenAPI, RestClient
 from reconciler.api.settings import resolve_connection
 from reconciler.errors import ApiError
-from reconciler.session import Options
+from reconciler.session import SessionSettings
 
 if TYPE_CHECKING:
     from conftest import LocalApi
@@ -170,7 +170,7 @@ def test_a_full_scenario_leaks_no_secret(
             created.model_dump_json(),
             api.client,
             resolve_connection(endpoint=local_api.url, api_key=key, env={}),
-            Options(endpoint=local_api.url, api_key=key),
+            SessionSettings(endpoint=local_api.url, api_key=key),
         ]
         for index, thing in enumerate(objects):
             REGISTRY.record(f"repr of object {index}", repr(thing))

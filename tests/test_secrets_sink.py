@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.destinations.file import SecretsSink, check_target
+from reconciler.destinations.file import FileDestination, check_target
 from reconciler.errors import SecretsError
 
 
 def test_json_sink_is_0600_and_keeps_earlier_values(tmp_path: Path) -> None:
     path = tmp_path / "secrets.json"
     path.write_text(json.dumps({"old": "v0"}))
-    sink = SecretsSink.open(path, "json")
+    sink = FileDestination.open(path, "json")
     sink.add("new-token", "v1")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == {"old": "v0", "new-token": "v1"}
@@ -26,7 +26,7 @@ def test_json_sink_is_0600_and_keeps_earlier_values(tmp_path: Path) -> None:
 
 def test_dotenv_sink_uses_upper_snake_keys(tmp_path: Path) -> None:
     path = tmp_path / "secrets.env"
-    SecretsSink.open(path, "dotenv").add("ci-deployer", "v1")
+    FileDestination.open(path, "dotenv").add("ci-deployer", "v1")
     assert "CI_DEPLOYER=v1\n" in path.read_text()
 
 
@@ -41,14 +41,14 @@ def test_temp_file_of_a_dead_writer_is_removed_on_open(tmp_path: Path) -> None:
     stale.write_text('{"x": "value-from-a-killed-run"}')
     live = tmp_path / f".secrets.json.{os.getppid()}.tmp"
     live.write_text("{}")
-    SecretsSink.open(tmp_path / "secrets.json", "json")
+    FileDestination.open(tmp_path / "secrets.json", "json")
     assert not stale.exists()
     assert live.exists()  # its writer still runs
 
 
 def test_forget_removes_a_value_and_keeps_the_others(tmp_path: Path) -> None:
     path = tmp_path / "secrets.env"
-    sink = SecretsSink.open(path, "dotenv")
+    sink = FileDestination.open(path, "dotenv")
     sink.add("ci-deployer", "v1")
     sink.add("reader", "v2")
     sink.forget("ci-deployer")
@@ -56,7 +56,7 @@ def test_forget_removes_a_value_and_keeps_the_others(tmp_path: Path) -> None:
     text = path.read_text()
     assert "CI_DEPLOYER" not in text and "v1" not in text and "READER=v2\n" in text
     assert sink.forgotten == 1
-    reopened = SecretsSink.open(path, "dotenv")
+    reopened = FileDestination.open(path, "dotenv")
     reopened.forget("reader")
     assert "v2" not in path.read_text()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,8 @@ from typing import Literal
 from reconciler.api.client import ApiTokenAPI
 from reconciler.api.proof import authenticates
 from reconciler.api.token import ApiToken
-from reconciler.destinations.file import SecretsSink
+from reconciler.apply.delivery import Deliveries
+from reconciler.defaults import PARALLELISM as DEFAULT_PARALLELISM
 from reconciler.errors import (
     AmbiguousCreateError,
     DeliveryAbortedError,
@@ -21,7 +21,6 @@ from reconciler.errors import (
     ProofFailed,
     ReconcilerError,
     RequestRejectedError,
-    SecretsError,
     UpdateRouteMissing,
 )
 from reconciler.manifest.spec import TokenSpec
@@ -34,7 +33,6 @@ from reconciler.state.model import (
     PreviousGeneration,
     State,
 )
-from reconciler.util.text import plural
 from reconciler.util.times import as_utc, format_time, utcnow
 
 # A create whose answer is lost is retried (after removing what it may have left) this
@@ -77,21 +75,17 @@ class Applier:
         self,
         api: ApiTokenAPI,
         journal: Journal,
-        sink: SecretsSink | None,
+        deliveries: Deliveries,
         *,
-        parallelism: int = 10,
+        parallelism: int = DEFAULT_PARALLELISM,
         now: Callable[[], datetime] = utcnow,
         on_event: Callable[[ApplyEvent], None] | None = None,
-        discard_secrets: bool = False,
-        deliver: Callable[[TokenSpec, ApiToken], None] | None = None,
     ) -> None:
-        """``deliver``, when given, takes each new value instead of ``sink.add``
-        (reconciler.delivery.Deliveries.deliver: every destination, or none)."""
+        """``deliveries`` takes each new value (every destination, or none) and drops the
+        values of deleted tokens; it is the only way values leave the applier."""
         self.api = api
-        self.deliver = deliver
-        self.discard_secrets = discard_secrets
+        self.deliveries = deliveries
         self.journal = journal
-        self.sink = sink
         self.parallelism = max(1, parallelism)
         self.now = now
         self.on_event = on_event
@@ -99,16 +93,24 @@ class Applier:
         self._stop_reason: str | None = None
         self._result = ApplyResult()
         self._result_lock = threading.Lock()
+        self._checked: Plan | None = None
 
     def request_stop(self, reason: str) -> None:
         self._stop_reason = reason
         self._stop.set()
 
+    def check(self, plan: Plan) -> None:
+        """Refuse ``plan`` before any call (SecretsError) when it creates tokens whose
+        values would have nowhere to go; the caller may check before asking to confirm."""
+        self.deliveries.check(plan)
+        self._checked = plan
+
     def run(self, plan: Plan) -> ApplyResult:
-        """Carry out ``plan``; refused before any call (SecretsError) when it creates
-        tokens with no sink to receive their values, unless ``discard_secrets``."""
-        has_sink = self.sink is not None or self.deliver is not None
-        require_sink(plan, has_sink, self.discard_secrets)
+        """Carry out ``plan``: checked (unless ``check`` already was), destinations opened
+        and checked, then the actions."""
+        if self._checked is not plan:
+            self.check(plan)
+        self.deliveries.prepare(plan)
         self._record_state_only([a for a in plan.actions if a.kind in STATE_ONLY])
         groups: dict[str, list[Action]] = {}
         for action in plan.actions:
@@ -176,7 +178,7 @@ class Applier:
             uid = action.uid
             self.api.delete(uid, missing_ok=True)
             self._forget_value(action.name, uid)
-            self.journal.update(lambda s: _forget_uid(s, action.name, uid))
+            self.journal.update(lambda s: s.without_uid(action.name, uid))
             return f"{KIND_TABLE[action.kind].past} {uid}"
         raise AssertionError(f"unknown action kind {action.kind}")
 
@@ -216,10 +218,10 @@ class Applier:
     def _prove(self, action: Action, uid: str, value: str) -> None:
         reason = authenticates(self.api, value)
         if reason is None:
-            self.journal.update(lambda s: _proven(s, action.name, uid))
+            self.journal.update(lambda s: s.with_proven(action.name, uid))
             return
         held = f"its successor {uid} was not accepted by the API ({reason})"
-        self.journal.update(lambda s: _hold(s, action.name, held))
+        self.journal.update(lambda s: s.with_previous_held(action.name, held))
         raise ProofFailed(
             f"{action.name}: the new token {uid} ({action.live_name}) was delivered but not "
             f"accepted by the API ({reason}); the previous generation is kept and still "
@@ -238,7 +240,7 @@ class Applier:
         for uid in due:
             self.api.delete(uid, missing_ok=True)
         if due:
-            self.journal.update(lambda s: _without_previous(s, due))
+            self.journal.update(lambda s: s.without_previous(*due))
         return set(due)
 
     def _update(self, action: Action) -> str:
@@ -263,16 +265,20 @@ class Applier:
             raise RequestRejectedError(
                 f"update {action.name}: token {uid} no longer exists; run plan again"
             )
-        self.journal.update(lambda s: _updated(s, action.name, spec, token))
+        self.journal.update(
+            lambda s: s.with_update(
+                action.name, uid, spec, expired_at=token.expired_at, live_name=token.name
+            )
+        )
         return f"updated {uid} in place"
 
     def _forget_value(self, name: str, uid: str) -> None:
-        """A deleted token's value no longer works: take it out of the secrets file. Only
-        for the owned token of that name (the one whose value the file holds), never for
-        an orphan or duplicate deleted beside it."""
+        """A deleted token's value no longer works: destinations that hold only current
+        values drop it. Only for the owned token of that name (the one whose value they
+        hold), never for an orphan or duplicate deleted beside it."""
         owned = self.journal.state.tokens.get(name)
-        if self.sink is not None and owned is not None and owned.uid == uid:
-            self.sink.forget(name)
+        if owned is not None and owned.uid == uid:
+            self.deliveries.forget(name)
 
     def _create(self, spec: TokenSpec, live_name: str) -> ApiToken:
         """Create the token and hand its value to the sink, recording the intent first so a
@@ -306,20 +312,14 @@ class Applier:
                 raise
         assert token.token is not None
         # Under the manifest name: consumers find the value where they always did.
-        if self.deliver is not None:
-            self._deliver(spec, token)
-        elif self.sink is not None:
-            self.sink.add(spec.name, token.token)
+        self._deliver(spec, token)
         return token
-
-    # ------------------------------------------------ delivery to secret stores (issue 12)
 
     def _deliver(self, spec: TokenSpec, token: ApiToken) -> None:
         """A value no destination kept must not stay live: delete the new token again
         (nobody has its value) and leave state as if it was never made."""
-        assert self.deliver is not None
         try:
-            self.deliver(spec, token)
+            self.deliveries.deliver(spec, token)
         except DeliveryAbortedError as failure:
             try:
                 self.api.delete(token.uid, missing_ok=True)
@@ -354,46 +354,6 @@ def _owned(spec: TokenSpec, token: ApiToken, *, proven: bool = True) -> OwnedTok
     )
 
 
-def _forget_uid(state: State, name: str, uid: str) -> State:
-    owned = state.tokens.get(name)
-    if owned is not None and owned.uid == uid:
-        state = state.without_token(name)
-    return state.without_previous(uid)
-
-
-def _without_previous(state: State, uids: list[str]) -> State:
-    for uid in uids:
-        state = state.without_previous(uid)
-    return state
-
-
-def _proven(state: State, name: str, uid: str) -> State:
-    owned = state.tokens.get(name)
-    if owned is None or owned.uid != uid:
-        return state
-    state = state.with_token(dataclasses.replace(owned, proven=True))
-    for generation in state.previous.values():
-        if generation.name == name and generation.held is not None:
-            state = state.with_previous(dataclasses.replace(generation, held=None))
-    return state
-
-
-def _hold(state: State, name: str, held: str) -> State:
-    for generation in list(state.previous.values()):
-        if generation.name == name:
-            state = state.with_previous(dataclasses.replace(generation, held=held))
-    return state
-
-
-def _updated(state: State, name: str, spec: TokenSpec, token: ApiToken) -> State:
-    owned = state.tokens.get(name)
-    if owned is None or owned.uid != token.uid:
-        return state
-    return state.with_token(
-        dataclasses.replace(owned, spec=spec, expired_at=token.expired_at, live_name=token.name)
-    )
-
-
 def _moment(text: str | None) -> datetime | None:
     return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00"))) if text else None
 
@@ -415,7 +375,7 @@ def _record(state: State, action: Action, forget_value: Callable[[str, str], Non
         )
         return state.with_token(owned)
     forget_value(action.name, action.uid)
-    return _forget_uid(state, action.name, action.uid)
+    return state.without_uid(action.name, action.uid)
 
 
 def _state_only_detail(action: Action) -> str:
@@ -428,16 +388,3 @@ def _order_within_name(action: Action) -> int:
     # The plan's own order: orphans and unowned duplicates go first, so the name is clean
     # before anything new is made.
     return KIND_TABLE[action.kind].order
-
-
-def require_sink(plan: Plan, has_sink: bool, discard: bool) -> None:
-    """Refuse a plan that creates tokens when their values, shown only once, would be lost."""
-    creates = sum(1 for a in plan.actions if a.creates)
-    if creates and not has_sink and not discard:
-        values = "values are" if creates != 1 else "value is"
-        raise SecretsError(
-            f"the plan creates {plural(creates, 'token')} whose {values} shown only once: "
-            "pass --secrets-out FILE (or vault://MOUNT/PATH, aws-sm://PATH, exec:COMMAND; "
-            "or secrets: in reconciler.yaml, deliver_to: in the manifest) to receive them, or "
-            "--discard-secrets if nobody needs them"
-        )

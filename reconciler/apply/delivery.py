@@ -2,11 +2,8 @@
 
 The run has one list of destinations (``--secrets-out``, repeatable, else ``secrets:`` in
 reconciler.yaml); a token whose manifest names ``deliver_to:`` uses that list instead.
-:class:`Deliveries` turns the texts into destinations once per run (a file path opens the
-existing :class:`~reconciler.secrets_sink.SecretsSink`, so files behave as before), checks
-every destination before the first create, and delivers each new value to all of its
-destinations, or to none (reconciler.destinations.deliver). The applier calls
-:meth:`Deliveries.deliver` where it used to hand the value to the file sink.
+Each distinct entry becomes one Destination per run, so a Vault or AWS client is made
+once; the applier sees only :class:`Deliveries`.
 """
 
 from __future__ import annotations
@@ -14,21 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from reconciler.destinations import (
-    Delivery,
-    Destination,
-    FileDestination,
-    FilePath,
-    check_all,
-    deliver_all,
-    parse_destination,
-)
-from reconciler.destinations.exec import DEFAULT_TIMEOUT_SECONDS, ExecDestination
-from reconciler.errors import redact
+from reconciler.destinations.base import Delivery, Destination
+from reconciler.destinations.deliver import check_all, deliver_all
+from reconciler.destinations.exec import ExecDestination
+from reconciler.destinations.file import FileDestination, SecretsFormat
+from reconciler.destinations.parse import parse_destination
+from reconciler.errors import SecretsError, redact
+from reconciler.util.text import plural
 
 if TYPE_CHECKING:
     from reconciler.api.token import ApiToken
-    from reconciler.destinations.file import SecretsSink
     from reconciler.manifest.spec import TokenSpec
     from reconciler.plan.model import Plan
 
@@ -59,10 +51,25 @@ def plan_destinations(plan: Plan, run: Sequence[str]) -> dict[str, list[str]]:
     }
 
 
+def require_destinations(plan: Plan, run: Sequence[str], *, discard: bool) -> None:
+    """Refuse a plan that creates tokens whose values, shown only once, would be lost."""
+    creates = sum(1 for a in plan.actions if a.creates)
+    if not creates or discard or creates_have_destinations(plan, run):
+        return
+    values = "values are" if creates != 1 else "value is"
+    raise SecretsError(
+        f"the plan creates {plural(creates, 'token')} whose {values} shown only once: "
+        "pass --secrets-out FILE (or vault://MOUNT/PATH, aws-sm://PATH, exec:COMMAND; "
+        "or secrets: in reconciler.yaml, deliver_to: in the manifest) to receive them, or "
+        "--discard-secrets if nobody needs them"
+    )
+
+
 class Deliveries:
     """The destinations of one apply run.
 
-    ``run`` is the run's list; ``secrets_format`` the ``--secrets-format`` of file
+    ``run`` is the run's list; ``discard`` lets tokens without a destination be created
+    (``--discard-secrets``); ``secrets_format`` is the ``--secrets-format`` of file
     entries (default: from the extension); ``on_output`` receives the masked output of
     ``exec:`` commands; ``exec_timeout`` bounds each command.
     """
@@ -71,42 +78,46 @@ class Deliveries:
         self,
         run: Sequence[str],
         *,
-        secrets_format: str | None = None,
+        discard: bool = False,
+        secrets_format: SecretsFormat | None = None,
         on_output: Callable[[str], None] | None = None,
-        exec_timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        exec_timeout: float | None = None,
     ) -> None:
         self.run = tuple(run)
+        self.discard = discard
         self.secrets_format = secrets_format
         self.on_output = on_output
         self.exec_timeout = exec_timeout
         self._parsed: dict[str, Destination] = {}
-        self._sinks: dict[str, SecretsSink] = {}
         self._by_name: dict[str, list[Destination]] = {}
 
-    @property
-    def first_sink(self) -> SecretsSink | None:
-        """The file of the run's list that SecretsSink.forget keeps clean on deletes."""
-        for text in self.run:
-            if text in self._sinks:
-                return self._sinks[text]
-        return None
+    def describe(self) -> str | None:
+        """The run's destinations for the apply report, or None when there are none."""
+        return "; ".join(describe_entries(self.run)) or None
+
+    def check(self, plan: Plan) -> None:
+        """Refuse (SecretsError) a plan whose creates have nowhere to deliver; offline."""
+        require_destinations(plan, self.run, discard=self.discard)
 
     def prepare(self, plan: Plan) -> None:
         """Open every file and check every store the plan's creates will use, before
         anything is created: a DestinationCheckError (or SecretsError from a file) here
         means nothing was changed."""
-        for text in self.run:
-            self._destination(text)  # opens the run's files even for a plan of deletes
         names: dict[str, list[str]] = {}
         for action in plan.actions:
             if not action.creates:
                 continue
-            destinations = [self._destination(t) for t in entries_for(action.spec, self.run)]
-            self._by_name[action.name] = destinations
-            for text in entries_for(action.spec, self.run):
+            entries = entries_for(action.spec, self.run)
+            self._by_name[action.name] = [self._destination(t) for t in entries]
+            for text in entries:
                 names.setdefault(text, []).append(action.name)
         for text, token_names in names.items():
             check_all([self._parsed[text]], token_names)
+        for text in self.run:
+            destination = self._destination(text)
+            if isinstance(destination, FileDestination):
+                # Opened even for a plan of deletes, so forget() can drop deleted values.
+                destination.check()
 
     def deliver(self, spec: TokenSpec, token: ApiToken) -> None:
         """All of this token's destinations take the value, or none keeps it
@@ -128,6 +139,12 @@ class Deliveries:
         )
         deliver_all(destinations, delivery)
 
+    def forget(self, name: str) -> None:
+        """The current generation of ``name`` was deleted: the run's destinations drop its
+        value where they hold only current values (files)."""
+        for text in self.run:
+            self._destination(text).forget(name)
+
     def _destination(self, text: str) -> Destination:
         """One destination per distinct text, so a Vault or AWS client is made once."""
         if text not in self._parsed:
@@ -135,16 +152,12 @@ class Deliveries:
         return self._parsed[text]
 
     def _make(self, text: str) -> Destination:
-        from reconciler.destinations.file import SecretsSink
-
         parsed = parse_destination(text)
-        if isinstance(parsed, FilePath):
-            fmt = self.secrets_format or parsed.format
-            sink = SecretsSink.open(parsed.path, fmt)  # type: ignore[arg-type]
-            self._sinks[text] = sink
-            return FileDestination(parsed.path, sink.add)
+        if isinstance(parsed, FileDestination) and self.secrets_format is not None:
+            parsed.format = self.secrets_format
         if isinstance(parsed, ExecDestination):
-            parsed.timeout = self.exec_timeout
+            if self.exec_timeout is not None:
+                parsed.timeout = self.exec_timeout
             if self.on_output is not None:
                 show = self.on_output
                 # The value is already masked; a command may still print VAULT_TOKEN or

@@ -18,7 +18,7 @@ import click
 
 from reconciler import __version__
 from reconciler.cli.options import (
-    DEFAULT_MANIFESTS,
+    Options,
     apply_options,
     global_options,
     lock_options,
@@ -26,6 +26,7 @@ from reconciler.cli.options import (
     options,
     plan_options,
     serve_options,
+    session,
     sigterm_unwinds,
     stopped_by_sigterm,
     usage_error,
@@ -34,7 +35,6 @@ from reconciler.cli.options import (
 )
 from reconciler.cli.state import force_unlock, import_, state
 from reconciler.errors import ConfigError, ReconcilerError, install_log_redaction
-from reconciler.session import Options, Runtime
 from reconciler.util.text import plural
 
 if TYPE_CHECKING:
@@ -62,9 +62,6 @@ def cli() -> None:
     """
 
 
-# ---------------------------------------------------------------- validate / schema
-
-
 for _command in (import_, state, force_unlock):
     cli.add_command(_command)
 
@@ -74,28 +71,20 @@ for _command in (import_, state, force_unlock):
 @global_options
 def validate(paths: tuple[str, ...]) -> None:
     """Check manifests offline (no credentials needed)."""
-    from reconciler.manifest.loader import load_manifests, past_expiries
-    from reconciler.util.times import utcnow
+    from reconciler.operations.validate import validate as check
 
-    manifests = load_manifests(paths or DEFAULT_MANIFESTS)
-    for warning in past_expiries(manifests, utcnow()):
+    result = check(paths)
+    for warning in result.warnings:
         click.echo(warning, err=True)
-    count = len(manifests.tokens)
-    files = len(manifests.files)
-    click.echo(f"{plural(count, 'token')} in {plural(files, 'file')}: valid.")
+    click.echo(f"{plural(result.tokens, 'token')} in {plural(result.files, 'file')}: valid.")
 
 
 @cli.command()
 def schema() -> None:
     """Print the manifest JSON Schema (for editors and pre-commit)."""
-    import json
+    from reconciler.operations.validate import manifest_schema
 
-    from reconciler.manifest.loader import manifest_json_schema
-
-    click.echo(json.dumps(manifest_json_schema(), indent=2))
-
-
-# ---------------------------------------------------------------- plan / show / apply
+    click.echo(manifest_schema(), nl=False)
 
 
 def _echo_plan(
@@ -149,7 +138,6 @@ def plan(
     """
     import shlex
 
-    from reconciler.config import resolve_updates
     from reconciler.operations.plan import (
         PlanRequest,
         make_plan,
@@ -165,19 +153,19 @@ def plan(
         prune=prune,
         lock=lock,
         lock_timeout=timeout,
-        updates=resolve_updates(updates),
+        updates=updates,
         replace=replace,
     )
-    with Runtime(options()) as runtime:
-        planned = make_plan(runtime, request)
-        where = planned_destinations(planned.plan)
+    with session() as run:
+        planned = make_plan(run, request)
+        where = planned_destinations(run, planned.plan)
         _echo_plan(planned.plan, fmt, where)
         _github_step_summary(planned.plan, where)
         planned.plan.check(force=True)  # conflicts fail the plan, and leave no file to apply
         if out:
-            save_plan(runtime, planned, Path(out), prune=prune)
+            save_plan(run, planned, Path(out), prune=prune)
             # Creates need somewhere to put the new values, or the pasted command is refused.
-            sink = " --secrets-out new-tokens.json" if needs_destination(planned.plan) else ""
+            sink = " --secrets-out new-tokens.json" if needs_destination(run, planned.plan) else ""
             command = hint(f"apply {shlex.quote(out)}{sink}")
             click.echo(f"Saved the plan to {out}. Apply it with: {command}", err=True)
         reason = unsafe_reason(planned.plan)
@@ -202,9 +190,9 @@ def _github_step_summary(result: Plan, destinations: Mapping[str, Sequence[str]]
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 def show(planfile: str, fmt: str) -> None:
     """Render a saved plan."""
-    from reconciler.plan.saved import read_plan_file
+    from reconciler.operations.plan import read_plan
 
-    _echo_plan(read_plan_file(Path(planfile)).plan, fmt)
+    _echo_plan(read_plan(Path(planfile)).plan, fmt)
 
 
 @cli.command()
@@ -233,16 +221,14 @@ def apply(
     PATHS are manifest files or directories (default: manifests/), or one saved plan
     file made by `reconciler plan --out`.
     """
-    from reconciler.apply.delivery import describe_entries, plan_destinations
     from reconciler.apply.report import apply_report
-    from reconciler.config import resolve_updates
     from reconciler.errors import ApplyFailed
     from reconciler.operations import apply as operations
 
     request = operations.ApplyRequest(
         paths=paths,
         secrets_out=secrets_out,
-        secrets_format=secrets_format,
+        secrets_format=secrets_format,  # type: ignore[arg-type]  # click.Choice: json, dotenv
         discard_secrets=discard_secrets,
         on_exec_output=lambda text: click.echo(text, err=True),
         exec_timeout=exec_timeout,
@@ -251,22 +237,21 @@ def apply(
         threshold=threshold,
         prune=prune,
         lock_timeout=lock_wait_seconds(lock_timeout),
-        updates=resolve_updates(updates),
+        updates=updates,
         replace=replace,
     )
-    run = operations.run_destinations(request)  # a mistyped destination fails here, offline
-    with Runtime(options()) as runtime:
+    with session() as run:
         outcome = operations.apply(
-            runtime,
+            run,
             request,
-            show=lambda plan: _echo_plan(plan, "text", plan_destinations(plan, run)),
+            show=lambda plan, where: _echo_plan(plan, "text", where),
             confirm=None if auto_approve else lambda _plan: _confirm(),
             on_event=_progress(),
             stopping=_stop_on_signals,
         )
     if outcome.result is None:
         return
-    report = apply_report(outcome.result, "; ".join(describe_entries(run)) or None)
+    report = apply_report(outcome.result, outcome.destinations)
     if not outcome.result.ok:
         raise ApplyFailed(report)
     click.echo(report)
@@ -317,9 +302,6 @@ def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-# ---------------------------------------------------------------- local API
-
-
 @cli.command()
 @serve_options
 def serve(
@@ -361,9 +343,6 @@ def serve(
             allow_duplicate_names=allow_duplicate_names,
             update_route=not no_update_route,
         )
-
-
-# ---------------------------------------------------------------- entry point
 
 
 def main(argv: list[str] | None = None) -> None:

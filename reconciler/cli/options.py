@@ -6,22 +6,51 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from reconciler import defaults
 from reconciler.errors import ConfigError
-from reconciler.session import Options
+from reconciler.session import SessionSettings
+
+if TYPE_CHECKING:
+    from reconciler.session import Session
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_MANIFESTS = ("manifests",)
+
+
+@dataclass
+class Options(SessionSettings):
+    """The global options: the session's settings, and how the CLI prints (settable before
+    or after the subcommand name)."""
+
+    verbose: int = 0
+    color: bool | None = None
+
+    def hint_args(self) -> list[str]:
+        """The connection options this run was given, as arguments for a command a message
+        suggests (so it works when pasted). Never the API key: it stays where it was."""
+        args: list[str] = []
+        for flag, value in (
+            ("--endpoint", self.endpoint),
+            ("--state", self.state),
+            ("--ca-bundle", self.ca_bundle),
+        ):
+            if value:
+                args += [flag, shlex.quote(value)]
+        if self.allow_insecure_http:
+            args.append("--allow-insecure-http")
+        return args
 
 
 def _set(attribute: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -55,7 +84,7 @@ def global_options(func: F) -> F:
             expose_value=False,
             metavar="PATH|s3://BUCKET/KEY",
             help="State file or S3 object. Default: $RECONCILER_STATE, then the state: "
-            "section of ./reconciler.yaml, then state/tokens.state.json.",
+            f"section of ./reconciler.yaml, then {defaults.STATE_PATH}.",
         ),
         click.option(
             "--no-color",
@@ -109,6 +138,13 @@ def options() -> Options:
     return click.get_current_context().ensure_object(Options)
 
 
+def session() -> Session:
+    """The session of this command, on the global options."""
+    from reconciler.session import Session
+
+    return Session(options())
+
+
 def use_color() -> bool:
     chosen = options().color
     if chosen is not None:
@@ -130,7 +166,7 @@ def lock_wait_seconds(text: str) -> float:
 def lock_options(func: F) -> F:
     func = click.option(
         "--lock-timeout",
-        default="0s",
+        default=defaults.LOCK_TIMEOUT,
         show_default=True,
         help="How long to wait for the state lock (e.g. 30s, 5m).",
     )(func)
@@ -260,7 +296,7 @@ def apply_options(func: F) -> F:
     func = click.option(
         "--threshold",
         type=click.FloatRange(0, 1),
-        default=0.3,
+        default=defaults.THRESHOLD,
         show_default=True,
         help="Largest share of managed tokens a plan may delete or replace without --force.",
     )(func)
@@ -270,7 +306,7 @@ def apply_options(func: F) -> F:
     func = click.option(
         "--parallelism",
         type=click.IntRange(1, 256),
-        default=10,
+        default=defaults.PARALLELISM,
         show_default=True,
         help="How many API calls to run at once.",
     )(func)
@@ -282,7 +318,7 @@ def apply_options(func: F) -> F:
     func = click.option(
         "--exec-timeout",
         type=click.FloatRange(min=0.1),
-        default=60.0,
+        default=defaults.EXEC_TIMEOUT_SECONDS,
         show_default=True,
         metavar="SECONDS",
         help="How long an exec: destination may run per value before it is killed.",
@@ -348,7 +384,7 @@ def serve_options(func: F) -> F:
     func = click.option(
         "--db",
         "db_path",
-        default=str(Path("state") / "local-api.sqlite3"),
+        default=str(Path(defaults.STATE_PATH).parent / defaults.LOCAL_DB_NAME),
         show_default=True,
         type=click.Path(dir_okay=False),
     )(func)

@@ -7,14 +7,12 @@ import sys
 import click
 
 from reconciler.cli.options import (
-    DEFAULT_MANIFESTS,
     global_options,
     lock_options,
     lock_wait_seconds,
-    options,
+    session,
 )
 from reconciler.errors import ConfigError
-from reconciler.session import Runtime
 
 
 @click.command("import")
@@ -27,12 +25,9 @@ def import_(name: str, uid: str, paths: tuple[str, ...], lock_timeout: str) -> N
     """Adopt the existing token UID into state as NAME (as declared in the manifests)."""
     from reconciler.operations.importing import import_token
 
-    with (
-        Runtime(options()) as runtime,
-        runtime.backend.lock("import", lock_wait_seconds(lock_timeout)),
-    ):
-        message = import_token(runtime, name, uid, paths or DEFAULT_MANIFESTS)
-    click.echo(message)
+    timeout = lock_wait_seconds(lock_timeout)
+    with session() as run:
+        click.echo(import_token(run, name, uid, paths, lock_timeout=timeout))
 
 
 @click.group()
@@ -44,11 +39,11 @@ def state() -> None:
 @global_options
 def state_list() -> None:
     """List the tokens reconciler owns."""
-    from reconciler.state.backends import backend_for
+    from reconciler.operations.state import read_state
     from reconciler.state.render import render_state_table
 
-    backend = backend_for(options().state_location)
-    click.echo(render_state_table(backend.read()), nl=False)
+    with session() as run:
+        click.echo(render_state_table(read_state(run)), nl=False)
 
 
 @state.command("show")
@@ -56,11 +51,11 @@ def state_list() -> None:
 @global_options
 def state_show(name: str) -> None:
     """Show one owned token as recorded in state."""
-    from reconciler.state.backends import backend_for
-    from reconciler.state.render import show_owned
+    from reconciler.operations.state import show_token
+    from reconciler.state.render import render_owned
 
-    backend = backend_for(options().state_location)
-    click.echo(show_owned(backend.read(), name, backend.describe()), nl=False)
+    with session() as run:
+        click.echo(render_owned(show_token(run, name)), nl=False)
 
 
 @state.command("rm")
@@ -70,28 +65,28 @@ def state_show(name: str) -> None:
 @global_options
 def state_rm(name: str, yes: bool, lock_timeout: str) -> None:
     """Forget NAME without deleting the live token."""
-    from reconciler.operations.state import remove_owned
-    from reconciler.state.backends import backend_for
+    from reconciler.operations.state import forget_token
 
-    backend = backend_for(options().state_location)
-    with backend.lock("state rm", lock_wait_seconds(lock_timeout)):
-        current = backend.read()
-        if not yes:
-            if not sys.stdin.isatty():
-                raise ConfigError("refusing to edit state without confirmation: pass --yes")
-            if not click.confirm(f"Forget {name} (the live token stays)?", default=False):
-                raise ConfigError("cancelled; state was not changed")
-        click.echo(remove_owned(backend, current, name))
+    timeout = lock_wait_seconds(lock_timeout)
+    with session() as run:
+        click.echo(forget_token(run, name, confirm=None if yes else _confirm, lock_timeout=timeout))
+
+
+def _confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        raise ConfigError("refusing to edit state without confirmation: pass --yes")
+    if not click.confirm(question, default=False):
+        raise ConfigError("cancelled; state was not changed")
 
 
 @state.command("pull")
 @global_options
 def state_pull() -> None:
     """Print the current state as JSON."""
-    from reconciler.state.backends import backend_for
-    from reconciler.state.move import pull
+    from reconciler.operations.state import pull_state
 
-    click.echo(pull(backend_for(options().state_location)), nl=False)
+    with session() as run:
+        click.echo(pull_state(run), nl=False)
 
 
 @state.command("push")
@@ -103,14 +98,11 @@ def state_push(file: str, lock_timeout: str) -> None:
 
     Refuses a destination holding another lineage or a higher serial.
     """
-    from reconciler.state.backends import backend_for
-    from reconciler.state.move import push, read_state_file
+    from reconciler.operations.state import push_state
 
-    pushed = read_state_file(file)
-    backend = backend_for(options().state_location)
-    with backend.lock("state push", lock_wait_seconds(lock_timeout)):
-        message = push(backend, pushed, "stdin" if file == "-" else file)
-    click.echo(message)
+    timeout = lock_wait_seconds(lock_timeout)
+    with session() as run:
+        click.echo(push_state(run, file, lock_timeout=timeout))
 
 
 @state.command("migrate")
@@ -134,15 +126,11 @@ def state_migrate(destination: str, keep_source: bool, lock_timeout: str) -> Non
     Both locations are locked; a destination holding another lineage (or another
     version of this one) is refused.
     """
-    from reconciler.state.backends import backend_for
-    from reconciler.state.move import migrate
+    from reconciler.operations.state import migrate_state
 
     timeout = lock_wait_seconds(lock_timeout)
-    source = backend_for(options().state_location)
-    target = backend_for(destination)
-    with source.lock("state migrate", timeout), target.lock("state migrate", timeout):
-        message = migrate(source, target, keep_source=keep_source)
-    click.echo(message)
+    with session() as run:
+        click.echo(migrate_state(run, destination, keep_source=keep_source, lock_timeout=timeout))
 
 
 @click.command("force-unlock")
@@ -150,8 +138,7 @@ def state_migrate(destination: str, keep_source: bool, lock_timeout: str) -> Non
 @global_options
 def force_unlock(lock_id: str) -> None:
     """Release a stale state lock (only if LOCK_ID matches)."""
-    from reconciler.state.backends import backend_for
+    from reconciler.operations.state import force_unlock as release
 
-    backend = backend_for(options().state_location)
-    backend.force_unlock(lock_id)
-    click.echo(f"Released lock {lock_id} on {backend.describe()}.")
+    with session() as run:
+        click.echo(release(run, lock_id))

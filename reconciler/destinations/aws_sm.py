@@ -96,6 +96,9 @@ class SecretsManagerDestination:
 
     # ---------------------------------------------------------------- deliver
 
+    def forget(self, name: str) -> None:
+        """Secrets Manager keeps its versions; the next delivery replaces AWSCURRENT."""
+
     def deliver(self, delivery: Delivery) -> Undo:
         secret_id = self.secret_id(delivery.name)
         client = self._client()

@@ -67,3 +67,8 @@ class Destination(Protocol):
     def deliver(self, delivery: Delivery) -> Undo:
         """Write ``delivery``; raise DeliveryFailedError if the store did not confirm it."""
         ...
+
+    def forget(self, name: str) -> None:
+        """Token ``name``'s current generation was deleted: drop its value where the store
+        holds only current values (a file); stores that keep versions leave it."""
+        ...

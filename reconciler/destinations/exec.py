@@ -76,6 +76,9 @@ class ExecDestination:
                 self.describe(), f"{SHELL} cannot parse the command: {said}"
             )
 
+    def forget(self, name: str) -> None:
+        """A command cannot be asked to take a value back."""
+
     def deliver(self, delivery: Delivery) -> Undo:
         output, status = self._run(delivery)
         # Masked before it is shortened, so a cut can never leave part of the value.

@@ -1,11 +1,12 @@
-"""A file destination as a Destination: the existing secrets file sink behind the protocol."""
+"""A file destination: a 0600 JSON or dotenv file holding the current value of each token,
+durable before state moves on."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,43 +18,15 @@ from reconciler.util.atomicfile import datasync
 from reconciler.util.groupcommit import GroupCommit
 from reconciler.util.jsonload import load_json
 
-
-class FileDestination:
-    """Wraps ``add(name, value)`` (``SecretsSink.add``, which writes the file durably
-    before returning). The sink is opened before the first create, which is its check.
-
-    Its Undo leaves the value in the file: a value of a token deleted again is harmless,
-    and the next apply overwrites it under the same name.
-    """
-
-    irreversible = False
-
-    def __init__(self, path: str, add: Callable[[str, str], None]) -> None:
-        self.path = path
-        self._add = add
-
-    def describe(self) -> str:
-        return self.path
-
-    def __repr__(self) -> str:
-        return f"FileDestination({self.path!r})"
-
-    def check(self, names: Collection[str] = ()) -> None:
-        """Nothing more to do: SecretsSink.open already wrote the file once."""
-
-    def deliver(self, delivery: Delivery) -> Undo:
-        try:
-            self._add(delivery.name, delivery.value)
-        except (OSError, SecretsError) as exc:
-            reason = redact(str(exc), (delivery.value,))
-            raise DeliveryFailedError(self.describe(), reason) from None
-        return no_undo
-
-
 SecretsFormat = Literal["json", "dotenv"]
 
 
 _DOTENV_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
+
+
+def default_format(path: str) -> SecretsFormat:
+    """The format ``--secrets-format`` chooses when not given: dotenv for ``*.env``."""
+    return "dotenv" if path.endswith(".env") else "json"
 
 
 def dotenv_key(name: str) -> str:
@@ -62,7 +35,7 @@ def dotenv_key(name: str) -> str:
 
 
 def check_target(path: str | Path) -> Path:
-    """The file a secrets sink at ``path`` writes: ``path`` itself, or the file its
+    """The file a file destination at ``path`` writes: ``path`` itself, or the file its
     symlink points at (followed knowingly, as Terraform does, so the link stays). Refuses,
     without opening it, anything but a regular file or a path that does not exist yet: a
     FIFO would block the run, a device would be read forever or replaced by a file.
@@ -89,7 +62,7 @@ _PAGE = 4096
 
 @dataclass
 class _Written:
-    """The file as this sink last made it: its identity and size, to append to it only
+    """The file as this destination last made it: its identity and size, to append to it only
     while nobody else has changed it."""
 
     fd: int
@@ -97,17 +70,26 @@ class _Written:
     size: int
 
 
-class SecretsSink:
-    """Collects each new token value and makes it durable in the file before ``add``
-    returns (an fdatasync'ed append, or a rewrite: temp, fsync, rename), so a value is on
-    disk before reconciler records the token as delivered. Values already in the file
-    from earlier runs are kept unless replaced, or removed by ``forget`` when their token
-    is deleted: the file holds only values that may still work."""
+class FileDestination:
+    """A JSON (``{"name": "value"}``) or dotenv (``NAME=value``) file of new token values.
 
-    def __init__(self, path: Path, fmt: SecretsFormat) -> None:
-        self.path = path
-        self.target = check_target(path)
-        self.format = fmt
+    ``check`` opens the file before the first create (creating it, mode 0600), so a file
+    that cannot be written fails the run while nothing exists yet. ``deliver`` makes the
+    value durable before it returns (an fdatasync'ed append, or a rewrite: temp, fsync,
+    rename), so a value is on disk before reconciler records the token as delivered.
+    Values already in the file from earlier runs are kept unless replaced, or removed by
+    ``forget`` when their token is deleted: the file holds only values that may still work.
+    Its Undo leaves the value in the file: a value of a token deleted again is harmless,
+    and the next delivery under that name replaces it.
+    """
+
+    irreversible = False
+
+    def __init__(self, path: str | Path, fmt: SecretsFormat | None = None) -> None:
+        self.path = Path(path)
+        self.text = str(path)
+        self.format: SecretsFormat = fmt or default_format(self.text)
+        self._target: Path | None = None
         self._values: dict[str, str] = {}
         self._json_lines: dict[str, tuple[str, str]] = {}  # key -> (value, its JSON line)
         # Keys added since the last durable write (appendable), and whether anything else
@@ -119,15 +101,41 @@ class SecretsSink:
         self.delivered = 0
         self.forgotten = 0
 
+    def describe(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"FileDestination({self.text!r})"
+
+    @property
+    def target(self) -> Path:
+        """The file written: the path, or the file its symlink points at."""
+        if self._target is None:
+            self._target = check_target(self.path)
+        return self._target
+
+    def check(self, names: Collection[str] = ()) -> None:
+        """Open the file (once): read the values it holds and write it back, mode 0600."""
+        if self._written is None:
+            atomicfile.remove_stale_temps(self.target)
+            self._load_existing()
+            self._write_text(self._render())
+
+    def deliver(self, delivery: Delivery) -> Undo:
+        try:
+            self.check()
+            self.add(delivery.name, delivery.value)
+        except (OSError, SecretsError) as exc:
+            reason = redact(str(exc), (delivery.value,))
+            raise DeliveryFailedError(self.describe(), reason) from None
+        return no_undo
+
     @classmethod
-    def open(cls, path: str | Path, fmt: SecretsFormat) -> SecretsSink:
-        """Open (creating, mode 0600) before the first create, so a sink that cannot be
-        written fails the run before any token exists."""
-        sink = cls(Path(path), fmt)
-        atomicfile.remove_stale_temps(sink.target)
-        sink._load_existing()
-        sink._write_text(sink._render())
-        return sink
+    def open(cls, path: str | Path, fmt: SecretsFormat | None = None) -> FileDestination:
+        """A file destination, checked (opened) at once."""
+        destination = cls(path, fmt)
+        destination.check()
+        return destination
 
     def _read(self) -> str | None:
         try:
@@ -239,7 +247,7 @@ class SecretsSink:
 
     def _append(self, text: str) -> bool:
         """Write ``text`` at the end (JSON: over the closing brace) if the file is still the
-        one this sink wrote and the bytes stay within one page; True when done, durably."""
+        one this destination wrote and the bytes stay within one page; True when done, durably."""
         written = self._written
         data = text.encode("utf-8")
         try:

@@ -1,26 +1,22 @@
 """``--secrets-out`` / ``secrets:`` / ``deliver_to:`` entries turned into destinations.
 
-``parse_destination`` returns a Destination for ``vault://``, ``aws-sm://`` and ``exec:``
-entries, and a :class:`FilePath` for anything else: the file sink (reconciler.secrets_sink)
-stays the applier's, which wraps it with :class:`reconciler.destinations.file.FileDestination`.
-Parsing imports neither hvac nor boto3 and talks to no store.
+Parsing talks to no store, and imports a store's module only when an entry names that
+store (never hvac or boto3: their clients load when a destination is first checked).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from reconciler.destinations.aws_sm import SecretsManagerDestination
-from reconciler.destinations.base import Destination
-from reconciler.destinations.exec import ExecDestination
-from reconciler.destinations.vault import VaultDestination
 from reconciler.errors import DestinationSyntaxError
 
-FileFormat = Literal["json", "dotenv"]
-SCHEMES = ("vault://", "aws-sm://", "exec:")
+if TYPE_CHECKING:
+    from reconciler.destinations.aws_sm import SecretsManagerDestination
+    from reconciler.destinations.base import Destination
+    from reconciler.destinations.vault import VaultDestination
+
 # A path segment of Vault or Secrets Manager, where {name} may stand for the token name.
 _SEGMENT = re.compile(r"^(?:[A-Za-z0-9_.+=@-]|\{name\})+$")
 _MOUNT = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -28,22 +24,7 @@ _SCHEME_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _AWS_OPTIONS = frozenset({"kms_key_id"})
 
 
-@dataclass(frozen=True)
-class FilePath:
-    """A file destination: the applier opens it with the existing SecretsSink."""
-
-    path: str
-
-    @property
-    def format(self) -> FileFormat:
-        """The default format, as ``--secrets-format`` decides when not given."""
-        return "dotenv" if self.path.endswith(".env") else "json"
-
-    def describe(self) -> str:
-        return self.path
-
-
-def parse_destination(text: str) -> Destination | FilePath:
+def parse_destination(text: str) -> Destination:
     """One entry; DestinationSyntaxError names the entry and how to write it."""
     if text.startswith("vault://"):
         return _vault(text)
@@ -55,6 +36,8 @@ def parse_destination(text: str) -> Destination | FilePath:
             raise DestinationSyntaxError(
                 f"{text!r}: no command after exec:; e.g. exec:'gh secret set'"
             )
+        from reconciler.destinations.exec import ExecDestination
+
         return ExecDestination(command)
     if _SCHEME_LIKE.match(text):
         raise DestinationSyntaxError(
@@ -63,7 +46,9 @@ def parse_destination(text: str) -> Destination | FilePath:
         )
     if not text.strip():
         raise DestinationSyntaxError("empty secrets destination; give a file path or a store URL")
-    return FilePath(text)
+    from reconciler.destinations.file import FileDestination
+
+    return FileDestination(text)
 
 
 def _segments(text: str, path: str, example: str) -> str:
@@ -99,6 +84,8 @@ def _vault(text: str) -> VaultDestination:
             f"{text!r}: no path after the mount {mount!r}; e.g. {example} or "
             "vault://secret/teams/{name}/bentocloud"
         )
+    from reconciler.destinations.vault import VaultDestination
+
     return VaultDestination(mount, _segments(text, path, example))
 
 
@@ -113,6 +100,8 @@ def _aws(text: str) -> SecretsManagerDestination:
                 f"e.g. {example}"
             )
         options[key] = value
+    from reconciler.destinations.aws_sm import SecretsManagerDestination
+
     return SecretsManagerDestination(
         _segments(text, body, example), kms_key_id=options.get("kms_key_id")
     )

@@ -162,6 +162,9 @@ class VaultDestination:
 
     # ---------------------------------------------------------------- deliver
 
+    def forget(self, name: str) -> None:
+        """Vault keeps every version; the next delivery under the name replaces it."""
+
     def deliver(self, delivery: Delivery) -> Undo:
         path = self.secret_path(delivery.name)
         kv = self._client().secrets.kv.v2

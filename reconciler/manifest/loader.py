@@ -86,7 +86,7 @@ def _parse_overlap(value: object) -> timedelta:
 
 def _check_destination(value: str) -> str:
     # Parsing talks to no store and imports no client: a typo fails validate, offline.
-    from reconciler.destinations import parse_destination
+    from reconciler.destinations.parse import parse_destination
     from reconciler.errors import DestinationSyntaxError
 
     try:

@@ -6,24 +6,34 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from reconciler.errors import PlanError, StateError
-from reconciler.manifest.loader import load_manifests
+from reconciler.operations.plan import load_manifests
 from reconciler.state.model import OwnedToken
 
 if TYPE_CHECKING:
-    from reconciler.session import Runtime
+    from reconciler.manifest.spec import TokenSpec
+    from reconciler.session import Session
 
 
-def import_token(runtime: Runtime, name: str, uid: str, paths: Sequence[str]) -> str:
+def import_token(
+    session: Session, name: str, uid: str, paths: Sequence[str], *, lock_timeout: float = 0.0
+) -> str:
     """Record live token ``uid`` as the owned token ``name``, with the spec the manifests
-    declare for it. The next plan then shows whether the live token matches that spec."""
+    declare for it (under the state lock). The next plan then shows whether the live token
+    matches that spec."""
     manifests = load_manifests(paths)
-    spec = manifests.tokens.get(name)
+    with session.backend.lock("import", lock_timeout):
+        return _import(session, manifests.tokens.get(name), name, uid, paths)
+
+
+def _import(
+    session: Session, spec: TokenSpec | None, name: str, uid: str, paths: Sequence[str]
+) -> str:
     if spec is None:
         raise PlanError(
             f"{name} is not declared in the manifests ({', '.join(map(str, paths))}); declare "
             "it first, then import it"
         )
-    state = runtime.read_state()
+    state = session.read_state()
     if name in state.tokens:
         raise StateError(
             f"{name} is already owned (uid {state.tokens[name].uid}); "
@@ -37,7 +47,7 @@ def import_token(runtime: Runtime, name: str, uid: str, paths: Sequence[str]) ->
         raise StateError(
             f"token {uid} is already owned as a previous generation of {previous.name}"
         )
-    live = runtime.api.get(uid)
+    live = session.api.get(uid)
     if live is None:
         raise PlanError(f"token {uid} does not exist (or is not visible to this API key)")
     if live.name != name:
@@ -54,8 +64,8 @@ def import_token(runtime: Runtime, name: str, uid: str, paths: Sequence[str]) ->
         expired_at=live.expired_at,
         live_name=live.name,
     )
-    runtime.backend.write(state.with_token(owned))
+    session.backend.write(state.with_token(owned))
     return (
-        f"Imported {name} ({uid}) into {runtime.backend.describe()}. Run `reconciler plan` to "
+        f"Imported {name} ({uid}) into {session.backend.describe()}. Run `reconciler plan` to "
         "see whether it matches its manifest."
     )

@@ -1,4 +1,4 @@
-"""The plan use case: what `reconciler plan` does, callable without click.
+"""The plan use case: what `reconciler plan` and `reconciler show` do, without click.
 
 with Session(SessionSettings(endpoint="local")) as session:
     planned = make_plan(session, PlanRequest(paths=("manifests",)))
@@ -13,18 +13,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.errors import PlanError
+from reconciler.defaults import MANIFESTS
+from reconciler.errors import PlanError, UnsafePlanError
 from reconciler.plan.model import Plan
-from reconciler.session import Runtime
+from reconciler.session import Session
 
 if TYPE_CHECKING:
     from reconciler.api.token import ApiToken
     from reconciler.manifest.loader import Manifests
-    from reconciler.operations.apply import ApplyRequest
+    from reconciler.plan.saved import SavedPlan
     from reconciler.state.model import State
-
-
-DEFAULT_MANIFESTS = ("manifests",)
 
 
 @dataclass(frozen=True)
@@ -35,9 +33,10 @@ class PlanRequest:
     prune: bool = False
     lock: bool = True
     lock_timeout: float = 0.0
-    # "replace": every in-place update becomes a replacement (an API without the route).
-    updates: str = "in-place"
-    # Managed token names to replace now, previous generations retired at once.
+    #: "replace" makes every in-place update a replacement (an API without the route);
+    #: None: $RECONCILER_UPDATES, then reconciler.yaml, then in-place.
+    updates: str | None = None
+    #: Managed token names to replace now, previous generations retired at once.
     replace: Sequence[str] = ()
 
 
@@ -55,28 +54,33 @@ def load_manifests(paths: Sequence[str]) -> Manifests:
     """Offline and first, so a bad manifest fails before anything is contacted or created."""
     from reconciler.manifest.loader import load_manifests as load
 
-    return load(tuple(paths) or DEFAULT_MANIFESTS)
+    return load(tuple(paths) or MANIFESTS)
 
 
-def _plan_from(
-    runtime: Runtime,
+def plan_from(
+    session: Session,
     manifests: Manifests,
-    request: PlanRequest | ApplyRequest,
+    *,
+    prune: bool,
+    updates: str,
+    replace: Sequence[str],
 ) -> Planned:
+    """The plan for ``manifests`` against the live tokens and state (the caller holds
+    the lock); ``updates`` is the resolved update mode."""
     from reconciler.plan.planner import build_plan
     from reconciler.util.times import utcnow
 
-    state = runtime.read_state()
-    live = runtime.api.list()
+    state = session.read_state()
+    live = session.api.list()
     now = utcnow()
     plan = build_plan(
         manifests.tokens,
         live,
         state,
         now=now,
-        prune=request.prune,
-        updates="replace" if request.updates == "replace" else "in-place",
-        replace=frozenset(request.replace),
+        prune=prune,
+        updates="replace" if updates == "replace" else "in-place",
+        replace=frozenset(replace),
     )
     refuse_born_expired(plan, manifests, now)
     return Planned(plan, manifests.digest, state, live)
@@ -99,21 +103,25 @@ def refuse_born_expired(plan: Plan, manifests: Manifests, now: datetime) -> None
         )
 
 
-def _locked(
-    runtime: Runtime, operation: str, lock: bool, timeout: float
-) -> AbstractContextManager[object]:
-    return runtime.backend.lock(operation, timeout) if lock else nullcontext()
-
-
-def make_plan(runtime: Runtime, request: PlanRequest) -> Planned:
+def make_plan(session: Session, request: PlanRequest) -> Planned:
     """What apply would change. Read-only (it holds the state lock while reading, unless
     ``request.lock`` is False)."""
     manifests = load_manifests(request.paths)
-    with _locked(runtime, "plan", request.lock, request.lock_timeout):
-        return _plan_from(runtime, manifests, request)
+    updates = session.updates(request.updates)  # reconciler.yaml read before the lock
+    locked: AbstractContextManager[object] = (
+        session.backend.lock("plan", request.lock_timeout) if request.lock else nullcontext()
+    )
+    with locked:
+        return plan_from(
+            session,
+            manifests,
+            prune=request.prune,
+            updates=updates,
+            replace=request.replace,
+        )
 
 
-def save_plan(runtime: Runtime, planned: Planned, out: Path, *, prune: bool) -> None:
+def save_plan(session: Session, planned: Planned, out: Path, *, prune: bool) -> None:
     """Write ``planned`` for a later ``apply``; refused (nothing written) when it has
     conflicts, so there is never a plan file that cannot be applied."""
     from reconciler.plan.saved import SavedPlan, affected_tokens, write_plan_file
@@ -121,7 +129,7 @@ def save_plan(runtime: Runtime, planned: Planned, out: Path, *, prune: bool) -> 
     planned.plan.check(force=True)
     saved = SavedPlan(
         plan=planned.plan,
-        endpoint=runtime.endpoint_id,
+        endpoint=session.endpoint_id,
         manifest_digest=planned.manifest_digest,
         prune=prune,
         affected=affected_tokens(planned.plan, planned.live),
@@ -129,11 +137,16 @@ def save_plan(runtime: Runtime, planned: Planned, out: Path, *, prune: bool) -> 
     write_plan_file(out, saved)
 
 
+def read_plan(path: Path) -> SavedPlan:
+    """A saved plan, checked for its format (``reconciler show``); offline."""
+    from reconciler.plan.saved import read_plan_file
+
+    return read_plan_file(path)
+
+
 def unsafe_reason(plan: Plan) -> str | None:
     """What apply's safety check would refuse this plan for (None when it would not), so
     plan, run in pull requests, can say it before the deploy job does."""
-    from reconciler.errors import UnsafePlanError
-
     try:
         plan.check()
     except UnsafePlanError as exc:
@@ -141,25 +154,21 @@ def unsafe_reason(plan: Plan) -> str | None:
     return None
 
 
-def planned_destinations(plan: Plan) -> dict[str, list[str]] | None:
+def planned_destinations(session: Session, plan: Plan) -> dict[str, list[str]] | None:
     """Where the plan's creates will deliver: deliver_to, else reconciler.yaml's secrets:
     (apply's --secrets-out is not known yet); None when nothing is configured."""
     if not any(a.creates for a in plan.actions):
         return None
     from reconciler.apply.delivery import plan_destinations
-    from reconciler.config import load_secrets_setting
 
-    setting = load_secrets_setting()
-    return plan_destinations(plan, setting.destinations if setting else ()) or None
+    return plan_destinations(plan, session.configured_destinations()) or None
 
 
-def needs_destination(plan: Plan) -> bool:
+def needs_destination(session: Session, plan: Plan) -> bool:
     """Whether apply of this plan needs --secrets-out: creates that neither their
     deliver_to: nor reconciler.yaml's secrets: give a destination."""
     if not any(a.creates for a in plan.actions):
         return False
     from reconciler.apply.delivery import creates_have_destinations
-    from reconciler.config import load_secrets_setting
 
-    setting = load_secrets_setting()
-    return not creates_have_destinations(plan, setting.destinations if setting else ())
+    return not creates_have_destinations(plan, session.configured_destinations())

@@ -155,12 +155,62 @@ class State:
         items[generation.uid] = generation
         return replace(self, previous=items)
 
-    def without_previous(self, uid: str) -> State:
-        if uid not in self.previous:
+    def without_previous(self, *uids: str) -> State:
+        if not any(uid in self.previous for uid in uids):
             return self
         items = dict(self.previous)
-        items.pop(uid, None)
+        for uid in uids:
+            items.pop(uid, None)
         return replace(self, previous=items)
+
+    # The transitions of an apply, one per step; each leaves the state unchanged when the
+    # step's token is no longer the one recorded (a later step already moved on).
+
+    def without_uid(self, name: str, uid: str) -> State:
+        """Token ``uid`` was deleted: neither the current generation of ``name`` nor a
+        previous one any more."""
+        state = self
+        owned = state.tokens.get(name)
+        if owned is not None and owned.uid == uid:
+            state = state.without_token(name)
+        return state.without_previous(uid)
+
+    def with_proven(self, name: str, uid: str) -> State:
+        """The current generation ``uid`` of ``name`` authenticated: proven, and its
+        previous generations no longer held back."""
+        owned = self.tokens.get(name)
+        if owned is None or owned.uid != uid:
+            return self
+        state = self.with_token(replace(owned, proven=True))
+        for generation in state.previous.values():
+            if generation.name == name and generation.held is not None:
+                state = state.with_previous(replace(generation, held=None))
+        return state
+
+    def with_previous_held(self, name: str, reason: str) -> State:
+        """The previous generations of ``name`` are kept past their time, for ``reason``."""
+        state = self
+        for generation in list(state.previous.values()):
+            if generation.name == name:
+                state = state.with_previous(replace(generation, held=reason))
+        return state
+
+    def with_update(
+        self,
+        name: str,
+        uid: str,
+        spec: TokenSpec,
+        *,
+        expired_at: datetime | None,
+        live_name: str,
+    ) -> State:
+        """Token ``uid`` of ``name`` was updated in place to ``spec``."""
+        owned = self.tokens.get(name)
+        if owned is None or owned.uid != uid:
+            return self
+        return self.with_token(
+            replace(owned, spec=spec, expired_at=expired_at, live_name=live_name)
+        )
 
     def owned_uids(self) -> set[str]:
         """Every uid reconciler owns: current generations and previous ones."""

@@ -1,4 +1,4 @@
-"""`reconciler state ...`: render and edit the owned-token list."""
+"""What `reconciler state list` and `state show` print: owned tokens as a table or JSON."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-from reconciler.errors import StateError
-from reconciler.state.model import State
+from reconciler.state.model import OwnedToken, State
 from reconciler.util.text import plural
 
 
@@ -50,12 +49,6 @@ def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
 
 
-def show_owned(state: State | None, name: str, where: str) -> str:
-    owned = _require(state, name, where).tokens[name]
+def render_owned(owned: OwnedToken) -> str:
+    """One owned token as state records it (``state show``)."""
     return json.dumps(owned.to_dict(), indent=2) + "\n"
-
-
-def _require(state: State | None, name: str, where: str) -> State:
-    if state is None or name not in state.tokens:
-        raise StateError(f"{name} is not in state {where}; see `reconciler state list`")
-    return state
