@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.defaults import UPDATES
-from reconciler.errors import ConfigError, Problem
+from reconciler.destinations.parse import parse_destination
+from reconciler.errors import ConfigError, DestinationSyntaxError, Problem
 from reconciler.manifest.yamllines import YList, YMap, load_yaml
 from reconciler.util.text import plural
 
@@ -143,9 +144,6 @@ def _updates_section(root: Any, path: Path, problems: list[Problem]) -> str | No
 
 
 def _secrets_section(root: Any, path: Path, problems: list[Problem]) -> SecretsSetting | None:
-    from reconciler.destinations.parse import parse_destination
-    from reconciler.errors import DestinationSyntaxError
-
     display = str(path)
     if not isinstance(root, YMap) or "secrets" not in root:
         return None  # the state section reports a file that is not a mapping

@@ -8,7 +8,13 @@
     ├── PlanError                   conflicts, stale saved plans
     │   └── UnsafePlanError         above the safety threshold (--force overrides)
     ├── ApplyFailed                 some actions failed or were not started
-    ├── SecretsError                the secrets sink cannot be used
+    ├── SecretsError                new values have nowhere safe to go
+    │   ├── DestinationSyntaxError  a destination entry cannot be understood
+    │   └── DestinationError        a destination refused or cannot be reached
+    │       ├── DestinationCheckError   its check before the first create failed
+    │       ├── DeliveryFailedError     a write was refused or not confirmed
+    │       ├── UndoFailedError         a store could not be put back
+    │       └── DeliveryAbortedError    a delivery failed; the others were put back
     └── ApiError                    anything that went wrong talking to the API
         ├── TransportError          the connection failed (reset, protocol error)
         │   ├── ConnectError        nothing reached the server: refused, DNS, TLS
@@ -21,7 +27,8 @@
         ├── RequestRejectedError    other 4xx (bad input the server refused)
         │   └── NameTakenError      a create refused: a live token holds the name
         ├── UpdateRouteMissing      the API cannot update a token in place
-        └── AmbiguousCreateError    a create whose outcome is unknown
+        ├── AmbiguousCreateError    a create whose outcome is unknown
+        └── ProofFailed             a new value was not accepted at /auth/current
 
 Messages never contain a secret: the API key and token values are only ever held by the
 objects that need them, never formatted into text. As a second line of defence, every
@@ -184,6 +191,67 @@ class SecretsError(ReconcilerError):
     """New token values have nowhere safe to go."""
 
 
+class DestinationError(SecretsError):
+    """A destination refused or could not be reached; names it and the store's reason.
+
+    ``destination`` is the describe() text, ``reason`` the store's answer with every
+    credential and value already removed.
+    """
+
+    def __init__(self, destination: str, reason: str, *, hint: str | None = None) -> None:
+        self.destination = destination
+        self.reason = reason
+        self.hint = hint
+        text = f"{destination}: {reason}"
+        super().__init__(f"{text}; {hint}" if hint else text)
+
+
+class DestinationCheckError(DestinationError):
+    """The pre-flight check failed: nothing was created or written."""
+
+
+class DeliveryFailedError(DestinationError):
+    """A write was refused or not confirmed by the store."""
+
+
+class UndoFailedError(DestinationError):
+    """A store could not be put back after another destination failed."""
+
+
+class DestinationSyntaxError(SecretsError):
+    """A ``--secrets-out`` / ``secrets:`` / ``deliver_to:`` entry cannot be understood."""
+
+
+class DeliveryAbortedError(DestinationError):
+    """A delivery failed; the destinations that took the value were put back where they
+    could be. ``undone`` and ``kept`` list describe() texts; ``undo_failures`` the
+    errors of stores that could not be put back."""
+
+    def __init__(
+        self,
+        failure: DestinationError,
+        *,
+        undone: list[str],
+        kept: list[str],
+        undo_failures: list[DestinationError],
+    ) -> None:
+        self.failure = failure
+        self.undone = undone
+        self.kept = kept
+        self.undo_failures = undo_failures
+        notes = []
+        if undone:
+            notes.append(f"put back: {', '.join(undone)}")
+        if kept:
+            notes.append(f"already ran and cannot be undone: {', '.join(kept)}")
+        notes.extend(f"could not be put back: {e}" for e in undo_failures)
+        super().__init__(
+            failure.destination,
+            failure.reason,
+            hint="; ".join(filter(None, [failure.hint, *notes])) or None,
+        )
+
+
 class ApiError(ReconcilerError):
     """Talking to the BentoCloud API failed."""
 
@@ -252,67 +320,6 @@ class AmbiguousCreateError(ApiError):
     def __init__(self, message: str, *, name: str, status: int | None = None) -> None:
         super().__init__(message, status=status)
         self.name = name
-
-
-class DestinationError(SecretsError):
-    """A destination refused or could not be reached; names it and the store's reason.
-
-    ``destination`` is the describe() text, ``reason`` the store's answer with every
-    credential and value already removed.
-    """
-
-    def __init__(self, destination: str, reason: str, *, hint: str | None = None) -> None:
-        self.destination = destination
-        self.reason = reason
-        self.hint = hint
-        text = f"{destination}: {reason}"
-        super().__init__(f"{text}; {hint}" if hint else text)
-
-
-class DestinationCheckError(DestinationError):
-    """The pre-flight check failed: nothing was created or written."""
-
-
-class DeliveryFailedError(DestinationError):
-    """A write was refused or not confirmed by the store."""
-
-
-class UndoFailedError(DestinationError):
-    """A store could not be put back after another destination failed."""
-
-
-class DestinationSyntaxError(SecretsError):
-    """A ``--secrets-out`` / ``secrets:`` / ``deliver_to:`` entry cannot be understood."""
-
-
-class DeliveryAbortedError(DestinationError):
-    """A delivery failed; the destinations that took the value were put back where they
-    could be. ``undone`` and ``kept`` list describe() texts; ``undo_failures`` the
-    errors of stores that could not be put back."""
-
-    def __init__(
-        self,
-        failure: DestinationError,
-        *,
-        undone: list[str],
-        kept: list[str],
-        undo_failures: list[DestinationError],
-    ) -> None:
-        self.failure = failure
-        self.undone = undone
-        self.kept = kept
-        self.undo_failures = undo_failures
-        notes = []
-        if undone:
-            notes.append(f"put back: {', '.join(undone)}")
-        if kept:
-            notes.append(f"already ran and cannot be undone: {', '.join(kept)}")
-        notes.extend(f"could not be put back: {e}" for e in undo_failures)
-        super().__init__(
-            failure.destination,
-            failure.reason,
-            hint="; ".join(filter(None, [failure.hint, *notes])) or None,
-        )
 
 
 class ProofFailed(ApiError):

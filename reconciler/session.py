@@ -69,7 +69,7 @@ class Session:
     def config(self) -> Config:
         """reconciler.yaml, parsed once per run."""
         if self._config is None:
-            from reconciler.config import load_config
+            from reconciler.config import load_config  # YAML: --help does not read the file
 
             self._config = load_config(self.settings.config_path)
         return self._config
@@ -78,7 +78,7 @@ class Session:
     def state_location(self) -> str:
         """--state, else $RECONCILER_STATE, else reconciler.yaml's state:, else the default."""
         if self._state_location is None:
-            from reconciler.config import resolve_state_location
+            from reconciler.config import resolve_state_location  # as config, above
 
             setting = resolve_state_location(self.settings.state, self.config)
             if setting is None:
@@ -90,7 +90,7 @@ class Session:
 
     def updates(self, flag: str | None) -> str:
         """The update mode: --updates (``flag``), $RECONCILER_UPDATES, reconciler.yaml."""
-        from reconciler.config import resolve_updates
+        from reconciler.config import resolve_updates  # as config, above
 
         return resolve_updates(flag, self.config)
 

@@ -185,3 +185,12 @@ def test_an_unknown_updates_mode_names_the_file_line_and_the_fix(tmp_path: Path)
     assert "'sometimes'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "state").exists(), "a refused run creates nothing"
+
+
+def test_the_s3_keys_of_the_config_are_the_backend_options() -> None:
+    """config.py repeats the S3 backend's option names so that reading the file does not
+    import the backend: the two lists must stay equal."""
+    from reconciler.config import S3_OPTION_KEYS
+    from reconciler.state.backends.s3 import OPTION_KEYS
+
+    assert S3_OPTION_KEYS == OPTION_KEYS

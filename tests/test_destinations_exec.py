@@ -185,13 +185,16 @@ def test_commands_run_after_every_other_destination(tmp_path: Path) -> None:
     command = ExecDestination(f"cat >/dev/null; echo exec >> {trail}")
     sink: dict[str, str] = {}
 
-    def add(name: str, value: str) -> None:
-        sink[name] = value
-        with trail.open("a") as out:
-            out.write("file\n")
+    class TrailedFile(FileDestination):
+        def add(self, name: str, value: str) -> None:
+            super().add(name, value)
+            sink[name] = value
+            with trail.open("a") as out:
+                out.write("file\n")
 
     delivery = new_delivery()
-    deliver_all([command, FileDestination("new.json", add), Recorder("store", log)], delivery)
+    file = TrailedFile(tmp_path / "new.json")
+    deliver_all([command, file, Recorder("store", log)], delivery)
     assert trail.read_text() == "file\nexec\n"
     assert log == ["deliver store"] and sink == {"ci-deployer": delivery.value}
 

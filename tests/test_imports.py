@@ -24,7 +24,21 @@ from conftest import LocalApi
 SERVER = ("fastapi", "uvicorn", "starlette", "sqlite3", "reconciler.server")
 STORES = ("boto3", "botocore", "hvac")
 NOT_FOR_PLAN = (*SERVER, *STORES, "deepdiff", "rich", "http.server", "reconciler.apply")
-NOT_FOR_VALIDATE = (*NOT_FOR_PLAN, "httpx", "reconciler.api.client", "reconciler.api.http")
+# S3, Vault and AWS code, and the pydantic models of state: validate reads manifests only.
+STORE_CODE = (
+    "reconciler.state.backends.s3",
+    "reconciler.destinations.vault",
+    "reconciler.destinations.aws_sm",
+)
+STATE_MODELS = ("reconciler.state.codec", "reconciler.state.backends", "reconciler.plan.saved")
+NOT_FOR_VALIDATE = (
+    *NOT_FOR_PLAN,
+    *STORE_CODE,
+    *STATE_MODELS,
+    "httpx",
+    "reconciler.api.client",
+    "reconciler.api.http",
+)
 NOT_FOR_HELP = (*NOT_FOR_VALIDATE, "pydantic", "yaml")
 
 
@@ -80,6 +94,62 @@ def applied_workspace(root: Path, api: LocalApi) -> list[str]:
 
 def test_help_imports_no_client_server_or_models(tmp_path: Path) -> None:
     assert loaded(imported_modules("--help", cwd=tmp_path), NOT_FOR_HELP) == []
+
+
+CONFIG_FOR_STORES = """\
+state: {backend: s3, bucket: acme-tokens, key: prod/tokens.state.json}
+secrets: [vault://secret/bentocloud, aws-sm://bentocloud]
+"""
+
+
+def test_help_and_validate_load_no_store_code_even_when_configured(tmp_path: Path) -> None:
+    """reconciler.yaml naming S3 state and store destinations changes nothing for --help and
+    validate: neither reads it, so neither loads S3, Vault or AWS code."""
+    (tmp_path / "reconciler.yaml").write_text(CONFIG_FOR_STORES, encoding="utf-8")
+    write_manifest(tmp_path, [{"name": "imp-0", "scopes": ["api"]}])
+    assert loaded(imported_modules("--help", cwd=tmp_path), NOT_FOR_HELP) == []
+    assert loaded(imported_modules("validate", cwd=tmp_path), NOT_FOR_VALIDATE) == []
+
+
+def test_validate_checks_store_destinations_without_their_clients(tmp_path: Path) -> None:
+    """A manifest's deliver_to naming Vault and Secrets Manager is parsed (our code), but
+    neither hvac nor boto3 is imported, nor the state models."""
+    destinations = ["vault://secret/bentocloud", "aws-sm://bentocloud"]
+    write_manifest(tmp_path, [{"name": "imp-0", "scopes": ["api"], "deliver_to": destinations}])
+    modules = imported_modules("validate", cwd=tmp_path)
+    assert loaded(modules, (*STORES, *STATE_MODELS, "reconciler.state.backends.s3")) == []
+    assert "reconciler.destinations.vault" in modules, "the positive control: parsed"
+
+
+def _config_imports(cwd: Path) -> set[str]:
+    """The modules reading ./reconciler.yaml (once, as a run does) imports."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from reconciler.config import load_config; "
+            "load_config(); print('\\n'.join(sys.modules))",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_reading_the_config_loads_the_s3_backend_only_for_s3_state(tmp_path: Path) -> None:
+    (tmp_path / "reconciler.yaml").write_text(CONFIG_FOR_STORES, encoding="utf-8")
+    assert "reconciler.state.backends.s3" in _config_imports(tmp_path)
+    (tmp_path / "reconciler.yaml").write_text(
+        "state: {backend: local, path: state/t.json}\nsecrets: [vault://secret/x]\n",
+        encoding="utf-8",
+    )
+    modules = _config_imports(tmp_path)
+    assert loaded(modules, ("reconciler.state.backends.s3", *STORES, *STATE_MODELS)) == []
+    assert "reconciler.config" in modules
 
 
 def test_validate_imports_no_client_or_server(tmp_path: Path) -> None:

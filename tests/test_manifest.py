@@ -16,12 +16,8 @@ from hypothesis import strategies as st
 
 from reconciler.errors import ManifestError, Problem
 from reconciler.manifest import loader as manifest_module
-from reconciler.manifest.loader import (
-    Manifests,
-    load_manifests,
-    manifest_json_schema,
-    render_json_schema,
-)
+from reconciler.manifest.loader import Manifests, load_manifests
+from reconciler.manifest.schema import manifest_json_schema, render_json_schema
 from reconciler.manifest.spec import NAME_PATTERN, SCOPES, Expiry, TokenSpec
 from reconciler.manifest.yamllines import MAX_DEPTH, load_yaml
 
@@ -640,7 +636,7 @@ def test_arbitrary_text_only_ever_raises_manifest_error(tmp_path: Path, text: st
 def test_committed_schema_matches_the_models() -> None:
     assert SCHEMA_FILE.read_text(encoding="utf-8") == render_json_schema(), (
         "schema/manifest.schema.json is stale: regenerate it with "
-        "python -c 'from reconciler.manifest import render_json_schema as r; "
+        "python -c 'from reconciler.manifest.schema import render_json_schema as r; "
         'open("schema/manifest.schema.json", "w").write(r())\''
     )
     assert json.loads(SCHEMA_FILE.read_text(encoding="utf-8")) == manifest_json_schema()

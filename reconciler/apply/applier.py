@@ -281,7 +281,7 @@ class Applier:
             self.deliveries.forget(name)
 
     def _create(self, spec: TokenSpec, live_name: str) -> ApiToken:
-        """Create the token and hand its value to the sink, recording the intent first so a
+        """Create the token and deliver its value, recording the intent first so a
         lost answer or a crash leaves a trace the next run can clean up."""
         started = self.now()
         pending = PendingCreate(spec.name, started, live_name)

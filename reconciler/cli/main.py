@@ -1,4 +1,7 @@
-"""The command line: parses options, calls the library, and is the only place that prints."""
+"""The command line: parses options, calls the use cases, and is the only place that prints.
+
+Each command imports its use case inside its body (a lazy import): `--help` and `validate`
+must not load the HTTP client, the state models or a store (tests/test_imports.py)."""
 
 from __future__ import annotations
 
@@ -165,8 +168,8 @@ def plan(
         if out:
             save_plan(run, planned, Path(out), prune=prune)
             # Creates need somewhere to put the new values, or the pasted command is refused.
-            sink = " --secrets-out new-tokens.json" if needs_destination(run, planned.plan) else ""
-            command = hint(f"apply {shlex.quote(out)}{sink}")
+            to = " --secrets-out new-tokens.json" if needs_destination(run, planned.plan) else ""
+            command = hint(f"apply {shlex.quote(out)}{to}")
             click.echo(f"Saved the plan to {out}. Apply it with: {command}", err=True)
         reason = unsafe_reason(planned.plan)
         if reason is not None:

@@ -15,16 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from reconciler import defaults
 from reconciler.errors import ConfigError
-from reconciler.session import SessionSettings
-
-if TYPE_CHECKING:
-    from reconciler.session import Session
+from reconciler.session import Session, SessionSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,8 +137,6 @@ def options() -> Options:
 
 def session() -> Session:
     """The session of this command, on the global options."""
-    from reconciler.session import Session
-
     return Session(options())
 
 

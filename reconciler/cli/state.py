@@ -1,4 +1,6 @@
-"""The commands that inspect and edit state and its lock: import, state ..., force-unlock."""
+"""The commands that inspect and edit state and its lock: import, state ..., force-unlock.
+
+Like reconciler.cli.main, each imports its use case when it runs, so `--help` stays fast."""
 
 from __future__ import annotations
 

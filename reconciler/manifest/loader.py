@@ -3,230 +3,36 @@
 from __future__ import annotations
 
 import codecs
-import difflib
 import hashlib
-import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
     ValidationError,
-    WithJsonSchema,
 )
 
 from reconciler.errors import ManifestError, Problem
+from reconciler.manifest.messages import closest_key, problem_for
+from reconciler.manifest.schema import (
+    ManifestFile,
+    TokenEntry,
+    parse_expires,
+    parse_rotate_before,
+)
 from reconciler.manifest.spec import (
-    MAX_DESCRIPTION,
-    NAME_PATTERN,
-    NAME_RULE,
-    SCOPES,
-    Expiry,
     TokenSpec,
 )
 from reconciler.manifest.yamllines import YList, YMap, load_yaml
-from reconciler.util.text import clip, quotable
-from reconciler.util.times import format_duration, parse_duration
+from reconciler.util.text import clip
+from reconciler.util.times import format_duration
 
 # Real manifests are a few KiB; the cap keeps a stray or hostile file from eating memory.
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MANIFEST_SUFFIXES = (".yaml", ".yml")
-JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-
-_SCOPE_LIST = ", ".join(SCOPES)
-# DNS-1035 allows 63; a new generation made while the old one lives is named NAME-N.
-MAX_MANIFEST_NAME = 60
-_EXPIRES_FORMS = (
-    "never, a duration (12h, 90d, 2w), a date (2027-01-31) or an ISO datetime "
-    "(2027-01-31T12:00:00Z; UTC when no zone)"
-)
-
-
-def _check_scope(value: str) -> str:
-    if value not in SCOPES:
-        close = difflib.get_close_matches(value.lower(), SCOPES, n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ValueError(f"unknown scope {clip(value)}: {hint}valid scopes are {_SCOPE_LIST}")
-    return value
-
-
-def _parse_expires(value: object) -> Expiry:
-    if isinstance(value, bool):
-        # YAML 1.1 reads `no`/`off` as false; Expiry.parse would only say "not bool".
-        raise ValueError(f"expires must be {_EXPIRES_FORMS}, not a boolean ({value})")
-    return Expiry.parse(value)
-
-
-def _parse_rotate_before(value: object) -> timedelta | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(
-            f"rotate_before must be a duration such as 12h, 14d or 2w, not {_kind(value)}"
-        )
-    return parse_duration(value)
-
-
-def _parse_overlap(value: object) -> timedelta:
-    if not isinstance(value, str):
-        raise ValueError(
-            f"overlap must be a duration such as 0s, 30m, 12h or 1d, not {_kind(value)}"
-        )
-    return parse_duration(value, allow_zero=True)
-
-
-def _check_destination(value: str) -> str:
-    # Parsing talks to no store and imports no client: a typo fails validate, offline.
-    from reconciler.destinations.parse import parse_destination
-    from reconciler.errors import DestinationSyntaxError
-
-    try:
-        parse_destination(value)
-    except DestinationSyntaxError as exc:
-        raise ValueError(f"deliver_to: {exc}") from None
-    return value
-
-
-DestinationText = Annotated[
-    str,
-    AfterValidator(_check_destination),
-    WithJsonSchema({"type": "string", "minLength": 1}),
-]
-
-Scope = Annotated[
-    str,
-    AfterValidator(_check_scope),
-    WithJsonSchema({"type": "string", "enum": list(SCOPES)}),
-]
-
-# Looser than the parser (unit order is not checked), which says what is wrong.
-_DURATION_SCHEMA = {"type": "string", "pattern": r"^\s*(\d+[wdhms])+\s*$"}
-
-ExpiresField = Annotated[
-    Expiry,
-    PlainValidator(_parse_expires),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"const": "never"},
-                _DURATION_SCHEMA,
-                {"type": "string", "format": "date"},
-                {"type": "string", "format": "date-time"},
-                {"type": "null"},
-            ],
-            "default": "never",
-        }
-    ),
-]
-
-RotateBeforeField = Annotated[
-    timedelta | None,
-    PlainValidator(_parse_rotate_before),
-    WithJsonSchema({"anyOf": [_DURATION_SCHEMA, {"type": "null"}], "default": None}),
-]
-
-
-OverlapField = Annotated[
-    timedelta,
-    PlainValidator(_parse_overlap),
-    WithJsonSchema({**_DURATION_SCHEMA, "default": "0s"}),
-]
-
-
-class TokenEntry(BaseModel):
-    """One `tokens:` item as written in a manifest."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="Token")
-
-    name: str = Field(
-        pattern=NAME_PATTERN.pattern,
-        max_length=MAX_MANIFEST_NAME,
-        description=(
-            f"Unique name of the token across all manifests: {NAME_RULE}; in a manifest at "
-            f"most {MAX_MANIFEST_NAME}, leaving room for the -N suffix of a later generation."
-        ),
-    )
-    description: str = Field(
-        default="", max_length=MAX_DESCRIPTION, description="Free text shown in BentoCloud."
-    )
-    scopes: list[Scope] = Field(
-        min_length=1,
-        description=(
-            "What the token may do; order and duplicates do not matter. "
-            f"One or more of: {_SCOPE_LIST}."
-        ),
-    )
-    expires: ExpiresField = Field(
-        default_factory=Expiry.never,
-        description=(
-            f"When the token expires: {_EXPIRES_FORMS}. A duration is a policy: new tokens "
-            "get now + duration."
-        ),
-    )
-    overlap: OverlapField = Field(
-        default_factory=lambda: parse_duration("0s", allow_zero=True),
-        description=(
-            "How long the previous generation stays valid after a replacement delivered its "
-            "successor's value (0s, 30m, 12h, 1d): consumers have that long to switch."
-        ),
-    )
-    rotate_before: RotateBeforeField = Field(
-        default=None,
-        description=(
-            "Replace the token when less than this duration (12h, 14d, 2w) remains before "
-            "it expires. Needs expires."
-        ),
-    )
-    deliver_to: list[DestinationText] | None = Field(
-        default=None,
-        min_length=1,
-        description=(
-            "Where this token's new values go, replacing the run's --secrets-out / secrets: "
-            "list: vault://MOUNT/PATH, aws-sm://PATH, exec:COMMAND or a file path."
-        ),
-    )
-
-    def to_spec(self) -> TokenSpec:
-        return TokenSpec(
-            name=self.name,
-            description=self.description,
-            scopes=frozenset(self.scopes),
-            expires=self.expires,
-            rotate_before=self.rotate_before,
-            overlap=self.overlap,
-            deliver_to=tuple(self.deliver_to or ()),
-        )
-
-
-class ManifestFile(BaseModel):
-    """A whole manifest file: a mapping with one key, `tokens`."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        frozen=True,
-        title="reconciler manifest",
-        json_schema_extra={
-            "description": "BentoCloud API tokens declared for reconciler (one file of many)."
-        },
-    )
-
-    tokens: list[TokenEntry] | None = Field(
-        description="The tokens this file declares (names are unique across all files).",
-    )
-
-
-_TOKEN_KEYS = tuple(TokenEntry.model_fields)
-_FILE_KEYS = tuple(ManifestFile.model_fields)
 
 
 @dataclass(frozen=True)
@@ -254,17 +60,6 @@ def past_expiries(manifests: Manifests, now: datetime) -> list[str]:
             "duration such as 90d"
         )
     return warnings
-
-
-def manifest_json_schema() -> dict[str, Any]:
-    """The JSON Schema of one manifest file, generated from the validating models."""
-    schema = ManifestFile.model_json_schema()
-    return {"$schema": JSON_SCHEMA_DIALECT, **schema}
-
-
-def render_json_schema() -> str:
-    """manifest_json_schema() as the exact text of schema/manifest.schema.json."""
-    return json.dumps(manifest_json_schema(), indent=2) + "\n"
 
 
 def load_manifests(paths: Sequence[str | Path]) -> Manifests:
@@ -453,12 +248,12 @@ def _validate(
             (*error["loc"][:-1], hint)
             for error in errors
             if error["type"] == "extra_forbidden"
-            for hint in _closest_key(str(error["loc"][-1]), len(error["loc"]) <= 1)
+            for hint in closest_key(str(error["loc"][-1]), len(error["loc"]) <= 1)
         }
         for error in errors:
             if error["type"] == "missing" and tuple(error["loc"]) in suggested:
                 continue
-            problems.append(_problem_for(error, root, display))
+            problems.append(problem_for(error, root, display))
     except RecursionError:
         problems.append(Problem(display, None, "document is nested too deeply: flatten it"))
         return []
@@ -486,8 +281,8 @@ def _cross_check(
     if rotate_raw is None:
         return
     try:
-        expires = entry.expires if entry is not None else _parse_expires(raw.get("expires"))
-        rotate = entry.rotate_before if entry is not None else _parse_rotate_before(rotate_raw)
+        expires = entry.expires if entry is not None else parse_expires(raw.get("expires"))
+        rotate = entry.rotate_before if entry is not None else parse_rotate_before(rotate_raw)
     except ValueError:
         return
     line = raw.key_lines["rotate_before"]
@@ -513,147 +308,3 @@ def _cross_check(
                 "rotation at once: shorten rotate_before or lengthen expires",
             )
         )
-
-
-def _locate(root: Any, loc: tuple[int | str, ...]) -> int:
-    """The line of the deepest key or item on loc's path that exists in the YAML."""
-    node = root
-    line: int = getattr(root, "line", 1)
-    for part in loc:
-        if isinstance(node, YMap) and isinstance(part, str) and part in node:
-            line = node.key_lines[part]
-            node = node[part]
-        elif isinstance(node, YList) and isinstance(part, int) and 0 <= part < len(node):
-            line = node.item_lines[part]
-            node = node[part]
-        else:
-            break
-    return line
-
-
-def _closest_key(key: str, top_level: bool) -> list[str]:
-    """The valid key a misspelt one most likely meant (empty when nothing is close)."""
-    return difflib.get_close_matches(key, _FILE_KEYS if top_level else _TOKEN_KEYS, 1, 0.6)
-
-
-def _kind(value: object) -> str:
-    """How YAML users would name the type of a value."""
-    if value is None:
-        return "empty (null)"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, (int, float)):
-        return f"a number ({quotable(value) or clip(value)})"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__} ({quotable(value) or clip(value)})"
-
-
-def _suggest_name(name: str) -> str | None:
-    text = re.sub(r"[^a-z0-9-]+", "-", name.lower())
-    text = re.sub(r"-+", "-", text).lstrip("-0123456789")[:63].rstrip("-")
-    return text if text and NAME_PATTERN.match(text) else None
-
-
-def _problem_for(error: Any, root: Any, display: str) -> Problem:
-    """Turn one pydantic error into a Problem at the offending line, with a fix."""
-    loc: tuple[int | str, ...] = tuple(error["loc"])
-    kind: str = error["type"]
-    value = error.get("input")
-    field_name = next((str(part) for part in reversed(loc) if isinstance(part, str)), "value")
-    message = _shape_message(kind, loc, value, field_name)
-    if message is None:
-        message = _value_message(error, kind, value, field_name)
-    return Problem(display, _locate(root, loc), _token_prefix(root, loc) + message)
-
-
-def _token_prefix(root: Any, loc: tuple[int | str, ...]) -> str:
-    """'token NAME: ' when the problem is inside a named token (and not its name)."""
-    if len(loc) >= 2 and loc[0] == "tokens" and isinstance(loc[1], int):
-        raw_tokens = root.get("tokens") if isinstance(root, YMap) else None
-        if isinstance(raw_tokens, YList) and loc[1] < len(raw_tokens):
-            entry = raw_tokens[loc[1]]
-            name_ok = loc[2:] != ("name",)
-            if name_ok and isinstance(entry, YMap) and isinstance(entry.get("name"), str):
-                return f"token {clip(entry['name'])}: "
-    return ""
-
-
-def _shape_message(
-    kind: str, loc: tuple[int | str, ...], value: Any, field_name: str
-) -> str | None:
-    """The message for a key or value of the wrong kind, or None for other errors."""
-    top_level = len(loc) <= 1
-    if kind == "extra_forbidden":
-        valid = _FILE_KEYS if top_level else _TOKEN_KEYS
-        close = _closest_key(str(loc[-1]), top_level)
-        fix = f"did you mean {close[0]!r}?" if close else "remove it;"
-        return f"unknown key {clip(loc[-1])}: {fix} valid keys are {', '.join(valid)}"
-    elif kind == "missing":
-        if top_level:
-            return (
-                "missing the `tokens:` key: a manifest is a mapping with one key, `tokens:`, "
-                "holding a list of tokens"
-            )
-        elif field_name == "scopes":
-            return f"missing `scopes:`: add one or more of {_SCOPE_LIST}, such as scopes: [api]"
-        else:
-            return f"missing `{field_name}:`: add it, such as name: my-token"
-    elif kind in ("model_type", "model_attributes_type", "dict_type"):
-        if not loc:
-            return (
-                f"the file must be a mapping with one key, `tokens:`, not {_kind(value)}: "
-                "start it with `tokens:` followed by a list of tokens"
-            )
-        else:
-            return (
-                f"each item of `tokens:` must be a mapping, not {_kind(value)}: write it as "
-                "`- name: my-token` with `scopes: [api]` on the next line"
-            )
-    elif kind == "string_type":
-        if isinstance(loc[-1], int):
-            return f"a scope must be a string, not {_kind(value)}: use one of {_SCOPE_LIST}"
-        elif value is None:
-            return f"{field_name} is empty: give it a value or remove the key"
-        else:
-            quoted = quotable(value)
-            example = f', such as {field_name}: "{quoted}"' if quoted is not None else ""
-            return f"{field_name} must be a string, not {_kind(value)}: quote it{example}"
-    elif kind == "list_type":
-        plain = quotable(value) if isinstance(value, str) else None
-        example = f"[{plain}]" if plain is not None else "[api]"
-        if field_name == "tokens":
-            example = "followed by lines starting with `- name:`"
-        return f"{field_name} must be a list, not {_kind(value)}: write {field_name}: {example}"
-    return None
-
-
-def _value_message(error: Any, kind: str, value: Any, field_name: str) -> str:
-    """The message for a value of the right kind that breaks a rule."""
-    if kind == "too_short" and field_name == "deliver_to":
-        return (
-            "deliver_to is empty: list one or more destinations (such as deliver_to: "
-            '["vault://secret/bentocloud"]), or remove it to use the run\'s --secrets-out'
-        )
-    elif kind == "too_short" and field_name == "scopes":
-        return (
-            f"scopes is empty: a token needs at least one scope, such as scopes: [api] "
-            f"(valid scopes are {_SCOPE_LIST})"
-        )
-    elif kind == "string_pattern_mismatch" and field_name == "name":
-        suggestion = _suggest_name(str(value))
-        hint = f"; such as {suggestion!r}" if suggestion else ""
-        return f"invalid name {clip(value)}: a name must be {NAME_RULE}{hint}"
-    elif kind == "string_too_long" and field_name == "name":
-        return (
-            f"invalid name {clip(value)}: a manifest name is at most {MAX_MANIFEST_NAME} "
-            "characters, so that the -N suffix a new generation may need still fits a "
-            "DNS-1035 label (at most 63 characters); shorten it"
-        )
-    elif kind == "value_error":
-        return str(error["ctx"]["error"])
-    return f"{field_name}: {error['msg']}"

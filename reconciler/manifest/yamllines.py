@@ -270,3 +270,20 @@ class _Builder:
             # The line of the value that wins, so later errors point at it.
             parent.key_lines[key] = top[2]
             top[3] = True
+
+
+def kind_of(value: object) -> str:
+    """How YAML users would name the type of a value."""
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({quotable(value) or clip(value)})"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__} ({quotable(value) or clip(value)})"

@@ -11,19 +11,26 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from reconciler import defaults
+from reconciler.apply.applier import Applier, ApplyEvent, ApplyResult
+from reconciler.apply.delivery import Deliveries
+from reconciler.destinations.file import SecretsFormat
+from reconciler.destinations.parse import parse_destination
+from reconciler.destinations.routing import plan_destinations
 from reconciler.errors import ConfigError
 from reconciler.operations.plan import load_manifests, plan_from
 from reconciler.plan.model import Plan
+from reconciler.plan.saved import (
+    SavedPlan,
+    check_endpoint,
+    check_fresh,
+    is_plan_file,
+    read_plan_file,
+)
 from reconciler.session import Session
-
-if TYPE_CHECKING:
-    from reconciler.apply.applier import ApplyEvent, ApplyResult
-    from reconciler.destinations.file import SecretsFormat
-    from reconciler.plan.saved import SavedPlan
-    from reconciler.state.model import State
+from reconciler.state.journal import Journal
+from reconciler.state.model import State
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,6 @@ ShowPlan = Callable[[Plan, Mapping[str, Sequence[str]]], None]
 
 def read_saved_plan(request: ApplyRequest) -> SavedPlan | None:
     """The saved plan ``request`` names, or None when it names manifests."""
-    from reconciler.plan.saved import is_plan_file, read_plan_file
-
     if len(request.paths) != 1 or not is_plan_file(Path(request.paths[0])):
         return None
     saved = read_plan_file(Path(request.paths[0]))
@@ -87,8 +92,6 @@ def read_saved_plan(request: ApplyRequest) -> SavedPlan | None:
 def _saved_plan_checked(session: Session, saved: SavedPlan) -> tuple[Plan, State]:
     """The saved plan and the current state, refused (PlanError) when either the endpoint,
     the state or the live tokens it touches moved since it was made."""
-    from reconciler.plan.saved import check_endpoint, check_fresh
-
     check_endpoint(saved, session.endpoint_id)
     state = session.read_state()
     live = session.api.list()
@@ -99,8 +102,6 @@ def _saved_plan_checked(session: Session, saved: SavedPlan) -> tuple[Plan, State
 def run_destinations(session: Session, request: ApplyRequest) -> tuple[str, ...]:
     """The run's destination list, checked offline: the request's, else reconciler.yaml's
     ``secrets:`` (already checked when the file was read)."""
-    from reconciler.destinations.parse import parse_destination
-
     given = request.secrets_out
     entries = (given,) if isinstance(given, str) else tuple(given or ())
     entries = tuple(e for e in entries if e)
@@ -127,11 +128,6 @@ def apply(
     lock. ``show`` sees the plan first; ``confirm`` (not called for a saved plan: it was
     approved when saved) raises to stop; ``stopping(stop)`` wraps the run, e.g. to call
     ``stop`` on SIGTERM. Raises PlanError or SecretsError before any change when refused."""
-    # Imported here, not at the top: a plan that needs no change never loads the applier.
-    from reconciler.apply.applier import Applier
-    from reconciler.apply.delivery import Deliveries, plan_destinations
-    from reconciler.state.journal import Journal
-
     saved = read_saved_plan(request)
     manifests = load_manifests(request.paths) if saved is None else None
     deliveries = Deliveries(

@@ -14,14 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.defaults import MANIFESTS
+from reconciler.destinations.routing import creates_have_destinations, plan_destinations
 from reconciler.errors import PlanError, UnsafePlanError
+from reconciler.manifest.loader import Manifests
+from reconciler.manifest.loader import load_manifests as load
 from reconciler.plan.model import Plan
+from reconciler.plan.planner import build_plan
+from reconciler.plan.saved import SavedPlan, affected_tokens, read_plan_file, write_plan_file
 from reconciler.session import Session
+from reconciler.util.times import utcnow
 
 if TYPE_CHECKING:
     from reconciler.api.token import ApiToken
-    from reconciler.manifest.loader import Manifests
-    from reconciler.plan.saved import SavedPlan
     from reconciler.state.model import State
 
 
@@ -52,8 +56,6 @@ class Planned:
 
 def load_manifests(paths: Sequence[str]) -> Manifests:
     """Offline and first, so a bad manifest fails before anything is contacted or created."""
-    from reconciler.manifest.loader import load_manifests as load
-
     return load(tuple(paths) or MANIFESTS)
 
 
@@ -67,9 +69,6 @@ def plan_from(
 ) -> Planned:
     """The plan for ``manifests`` against the live tokens and state (the caller holds
     the lock); ``updates`` is the resolved update mode."""
-    from reconciler.plan.planner import build_plan
-    from reconciler.util.times import utcnow
-
     state = session.read_state()
     live = session.api.list()
     now = utcnow()
@@ -124,8 +123,6 @@ def make_plan(session: Session, request: PlanRequest) -> Planned:
 def save_plan(session: Session, planned: Planned, out: Path, *, prune: bool) -> None:
     """Write ``planned`` for a later ``apply``; refused (nothing written) when it has
     conflicts, so there is never a plan file that cannot be applied."""
-    from reconciler.plan.saved import SavedPlan, affected_tokens, write_plan_file
-
     planned.plan.check(force=True)
     saved = SavedPlan(
         plan=planned.plan,
@@ -139,8 +136,6 @@ def save_plan(session: Session, planned: Planned, out: Path, *, prune: bool) -> 
 
 def read_plan(path: Path) -> SavedPlan:
     """A saved plan, checked for its format (``reconciler show``); offline."""
-    from reconciler.plan.saved import read_plan_file
-
     return read_plan_file(path)
 
 
@@ -159,8 +154,6 @@ def planned_destinations(session: Session, plan: Plan) -> dict[str, list[str]] |
     (apply's --secrets-out is not known yet); None when nothing is configured."""
     if not any(a.creates for a in plan.actions):
         return None
-    from reconciler.apply.delivery import plan_destinations
-
     return plan_destinations(plan, session.configured_destinations()) or None
 
 
@@ -169,6 +162,4 @@ def needs_destination(session: Session, plan: Plan) -> bool:
     deliver_to: nor reconciler.yaml's secrets: give a destination."""
     if not any(a.creates for a in plan.actions):
         return False
-    from reconciler.apply.delivery import creates_have_destinations
-
     return not creates_have_destinations(plan, session.configured_destinations())

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from reconciler.errors import StateError
 from reconciler.session import Session
 from reconciler.state.model import OwnedToken, State
+from reconciler.state.move import migrate, pull, push, read_state_file
 
 
 def read_state(session: Session) -> State | None:
@@ -51,16 +52,12 @@ def forget_token(
 
 def pull_state(session: Session) -> str:
     """The current state as JSON, exactly as stored."""
-    from reconciler.state.move import pull
-
     return pull(session.backend)
 
 
 def push_state(session: Session, file: str, *, lock_timeout: float = 0.0) -> str:
     """Upload a state file ('-': stdin) to the session's location; refused when that
     holds another lineage or a higher serial."""
-    from reconciler.state.move import push, read_state_file
-
     pushed = read_state_file(file)
     with session.backend.lock("state push", lock_timeout):
         return push(session.backend, pushed, "stdin" if file == "-" else file)
@@ -70,8 +67,6 @@ def migrate_state(
     session: Session, destination: str, *, keep_source: bool, lock_timeout: float = 0.0
 ) -> str:
     """Move state to ``destination``, keeping lineage and serial, with both locked."""
-    from reconciler.state.move import migrate
-
     source = session.backend
     target = session.backend_for(destination)
     with source.lock("state migrate", lock_timeout), target.lock("state migrate", lock_timeout):

@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reconciler.defaults import MANIFESTS
+from reconciler.manifest.loader import load_manifests, past_expiries
+from reconciler.manifest.schema import render_json_schema
+from reconciler.util.times import utcnow
+
 
 @dataclass(frozen=True)
 class Validation:
@@ -18,17 +23,11 @@ class Validation:
 
 def validate(paths: Sequence[str]) -> Validation:
     """Every manifest check, offline (ManifestError with every problem otherwise)."""
-    from reconciler.manifest.loader import past_expiries
-    from reconciler.operations.plan import load_manifests
-    from reconciler.util.times import utcnow
-
-    manifests = load_manifests(paths)
+    manifests = load_manifests(tuple(paths) or MANIFESTS)
     warnings = tuple(past_expiries(manifests, utcnow()))
     return Validation(len(manifests.tokens), len(manifests.files), warnings)
 
 
 def manifest_schema() -> str:
     """The JSON Schema of a manifest, as committed in schema/manifest.schema.json."""
-    from reconciler.manifest.loader import render_json_schema
-
     return render_json_schema()

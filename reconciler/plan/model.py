@@ -26,7 +26,7 @@ class KindInfo:
     create comes before the create that takes its place). ``review``: position in the
     Markdown table, closest review first. ``destructive``: counts toward the safety
     threshold unless the action is routine. ``creates``: makes a token whose value is
-    shown only once (needs a secrets sink).
+    shown only once (needs a destination).
     """
 
     symbol: str

@@ -126,9 +126,6 @@ class _Comparison:
     def expiry_differs(self, key: str) -> bool:
         return key in self._expiry
 
-    def only_expiry_differs(self, key: str) -> bool:
-        return key not in self._desired or self._desired[key] == self._live[key]
-
     def reasons(self) -> dict[str, list[str]]:
         """Human reasons for every registered pair that differs, by key."""
         added: dict[str, list[str]] = defaultdict(list)

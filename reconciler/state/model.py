@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from reconciler.manifest.spec import TokenSpec
 from reconciler.util.times import format_time
@@ -131,37 +131,24 @@ class State:
         return cls(endpoint=endpoint)
 
     def with_token(self, token: OwnedToken) -> State:
-        tokens = dict(self.tokens)
-        tokens[token.name] = token
-        return replace(self, tokens=tokens)
+        return replace(self, tokens=_with(self.tokens, token.name, token))
 
     def without_token(self, name: str) -> State:
-        tokens = dict(self.tokens)
-        tokens.pop(name, None)
-        return replace(self, tokens=tokens)
+        return replace(self, tokens=_without(self.tokens, name))
 
     def with_pending(self, pending: PendingCreate) -> State:
-        items = dict(self.pending)
-        items[pending.name] = pending
-        return replace(self, pending=items)
+        return replace(self, pending=_with(self.pending, pending.name, pending))
 
     def without_pending(self, name: str) -> State:
-        items = dict(self.pending)
-        items.pop(name, None)
-        return replace(self, pending=items)
+        return replace(self, pending=_without(self.pending, name))
 
     def with_previous(self, generation: PreviousGeneration) -> State:
-        items = dict(self.previous)
-        items[generation.uid] = generation
-        return replace(self, previous=items)
+        return replace(self, previous=_with(self.previous, generation.uid, generation))
 
     def without_previous(self, *uids: str) -> State:
         if not any(uid in self.previous for uid in uids):
             return self
-        items = dict(self.previous)
-        for uid in uids:
-            items.pop(uid, None)
-        return replace(self, previous=items)
+        return replace(self, previous=_without(self.previous, *uids))
 
     # The transitions of an apply, one per step; each leaves the state unchanged when the
     # step's token is no longer the one recorded (a later step already moved on).
@@ -258,3 +245,21 @@ ORPHAN_CLOCK_SKEW = timedelta(minutes=2)
 # attempts of at most minutes each). A token of that name made much later is somebody
 # else's, even if a pending entry was left behind (a create that never reached the API).
 ORPHAN_MAX_LAG = timedelta(hours=1)
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _with(items: dict[_K, _V], key: _K, value: _V) -> dict[_K, _V]:
+    """A copy of ``items`` with ``key`` set: versions of the state share nothing mutable."""
+    changed = dict(items)
+    changed[key] = value
+    return changed
+
+
+def _without(items: dict[_K, _V], *keys: _K) -> dict[_K, _V]:
+    changed = dict(items)
+    for key in keys:
+        changed.pop(key, None)
+    return changed

@@ -29,9 +29,10 @@ from reconciler.state.backends.journalfile import (
     read_journal,
 )
 from reconciler.state.backends.lockinfo import LockInfo
-from reconciler.state.model import State
+from reconciler.state.model import FORMAT_VERSION, State
 from reconciler.util import atomicfile
 from reconciler.util.atomicfile import NotAFileError
+from reconciler.util.jsonload import load_json
 
 if TYPE_CHECKING:
     from reconciler.state.codec import StateEncoder
@@ -146,8 +147,7 @@ class LocalStateBackend(StateBackend):
 
     def _decode_with_journal(self, raw: bytes, journal: bytes | None) -> State:
         """The document with the journal's records for it applied (see journalfile)."""
-        from reconciler.state.codec import state_from_document
-        from reconciler.util.jsonload import load_json
+        from reconciler.state.codec import state_from_document  # pydantic: once state is read
 
         try:
             data = load_json(raw)
@@ -167,8 +167,6 @@ class LocalStateBackend(StateBackend):
     def commit(self, before: State, after: State) -> State:
         """One line appended to the journal (fsynced), not a rewrite of the document; a
         new document, one from an older format or another lineage is written whole."""
-        from reconciler.state.model import FORMAT_VERSION
-
         if (
             self._seen is None
             or self._file_format != FORMAT_VERSION

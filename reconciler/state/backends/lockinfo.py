@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.errors import LockError
+from reconciler.util.jsonload import load_json
 from reconciler.util.times import as_utc, format_time, utcnow
 
 
@@ -100,8 +101,6 @@ class LockInfo:
     @classmethod
     def decode(cls, raw: bytes, *, source: str) -> LockInfo:
         """Parse a stored lock (bytes); anything malformed is a LockError naming source."""
-        from reconciler.util.jsonload import load_json  # imports pydantic: not for --help
-
         try:
             data = load_json(raw)
         except ValueError as exc:
