@@ -16,8 +16,8 @@ from reconciler.destinations.deliver import check_all, deliver_all
 from reconciler.destinations.exec import ExecDestination
 from reconciler.destinations.file import FileDestination, SecretsFormat
 from reconciler.destinations.parse import parse_destination
-from reconciler.destinations.routing import describe_entries, entries_for, require_destinations
 from reconciler.errors import redact
+from reconciler.plan.routing import describe_entries, entries_for, require_destinations
 
 if TYPE_CHECKING:
     from reconciler.api.token import ApiToken

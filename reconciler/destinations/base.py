@@ -1,4 +1,4 @@
-"""What every secret-store destination is: a Delivery record, the Destination protocol, errors."""
+"""What every destination is: a Delivery record and the Destination protocol."""
 
 from __future__ import annotations
 

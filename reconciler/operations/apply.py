@@ -17,10 +17,10 @@ from reconciler.apply.applier import Applier, ApplyEvent, ApplyResult
 from reconciler.apply.delivery import Deliveries
 from reconciler.destinations.file import SecretsFormat
 from reconciler.destinations.parse import parse_destination
-from reconciler.destinations.routing import plan_destinations
 from reconciler.errors import ConfigError
 from reconciler.operations.plan import load_manifests, plan_from
 from reconciler.plan.model import Plan
+from reconciler.plan.routing import plan_destinations
 from reconciler.plan.saved import (
     SavedPlan,
     check_endpoint,

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.defaults import MANIFESTS
-from reconciler.destinations.routing import creates_have_destinations, plan_destinations
 from reconciler.errors import PlanError, UnsafePlanError
 from reconciler.manifest.loader import Manifests
 from reconciler.manifest.loader import load_manifests as load
 from reconciler.plan.model import Plan
 from reconciler.plan.planner import build_plan
+from reconciler.plan.routing import creates_have_destinations, plan_destinations
 from reconciler.plan.saved import SavedPlan, affected_tokens, read_plan_file, write_plan_file
 from reconciler.session import Session
 from reconciler.util.times import utcnow

@@ -1,4 +1,4 @@
-"""The plan as data: actions with reasons, conflicts, the safety check, and saved-plan I/O."""
+"""The plan as data: actions with reasons, conflicts, the safety check, and its JSON form."""
 
 from __future__ import annotations
 

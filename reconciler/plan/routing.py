@@ -1,5 +1,5 @@
-"""Which destinations each new value goes to: a token's own ``deliver_to:``, else the run's
-list; offline (parsing only), so plan can show it and apply can refuse before anything."""
+"""Where the new values of a plan go: a token's own ``deliver_to:``, else the run's list;
+offline (parsing only), so plan can show it and apply can refuse before anything."""
 
 from __future__ import annotations
 
