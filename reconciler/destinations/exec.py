@@ -19,11 +19,11 @@ import subprocess
 from collections.abc import Callable, Collection
 
 from reconciler.api.settings import ENV_API_KEY
+from reconciler.defaults import EXEC_TIMEOUT_SECONDS
 from reconciler.destinations.base import Delivery, Undo, no_undo
 from reconciler.errors import DeliveryFailedError, DestinationCheckError, redact
 from reconciler.util.text import one_line
 
-DEFAULT_TIMEOUT_SECONDS = 60.0
 SHELL = "/bin/sh"
 _OUTPUT_LIMIT = 64 * 1024
 _LOG = logging.getLogger("reconciler.destinations.exec")
@@ -44,7 +44,7 @@ class ExecDestination:
         self,
         command: str,
         *,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        timeout: float = EXEC_TIMEOUT_SECONDS,
         on_output: Callable[[str], None] | None = None,
     ) -> None:
         self.command = command

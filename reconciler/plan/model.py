@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from reconciler.defaults import THRESHOLD
 from reconciler.errors import PlanError, UnsafePlanError
 from reconciler.manifest.spec import TokenSpec
 from reconciler.util.text import plural
@@ -53,7 +54,6 @@ KIND_TABLE: dict[ActionKind, KindInfo] = {
 }
 KINDS: tuple[ActionKind, ...] = tuple(sorted(KIND_TABLE, key=lambda k: KIND_TABLE[k].order))
 
-DEFAULT_THRESHOLD = 0.3
 # Like octoDNS, the share threshold applies only from this many managed tokens on: removing
 # one of three tokens is a normal edit, not a sign of a broken manifest directory.
 MIN_TOKENS_FOR_THRESHOLD = 10
@@ -304,7 +304,7 @@ class Plan:
             counts[action.kind] += 1
         return counts
 
-    def check(self, threshold: float = DEFAULT_THRESHOLD, *, force: bool = False) -> None:
+    def check(self, threshold: float = THRESHOLD, *, force: bool = False) -> None:
         """Raise PlanError when this plan must not be applied.
 
         Conflicts always block (``force`` does not override them: resolving one needs a
