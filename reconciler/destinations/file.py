@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,8 @@ class FileDestination:
         self.text = str(path)
         self.format: SecretsFormat = fmt or default_format(self.text)
         self._target: Path | None = None
+        self._open_lock = threading.Lock()
+        self._opened = False
         self._values: dict[str, str] = {}
         self._json_lines: dict[str, tuple[str, str]] = {}  # key -> (value, its JSON line)
         # Keys added since the last durable write (appendable), and whether anything else
@@ -116,10 +119,15 @@ class FileDestination:
 
     def check(self, names: Collection[str] = ()) -> None:
         """Open the file (once): read the values it holds and write it back, mode 0600."""
-        if self._written is None:
+        # Deliveries from several workers call this too: it must open the file once, never
+        # again (a second read would forget values added since but not yet written).
+        with self._open_lock:
+            if self._opened:
+                return
             atomicfile.remove_stale_temps(self.target)
             self._load_existing()
             self._write_text(self._render())
+            self._opened = True
 
     def deliver(self, delivery: Delivery) -> Undo:
         try:
