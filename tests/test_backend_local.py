@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_conformance import ENDPOINT, BackendConformance, BackendFactory, sample_state
+from support.backend_conformance import BackendConformance, BackendFactory
+from support.states import ENDPOINT, sample_state
 
 from reconciler.errors import ConfigError, LockError, StateError
 from reconciler.state.backends import LocalStateBackend, LockInfo, backend_for

@@ -9,29 +9,29 @@ missing bucket, denied access, bad credentials and an unreachable endpoint.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from backend_conformance import ENDPOINT, BackendConformance, sample_state
 from botocore.exceptions import ClientError
-from conftest import LocalApi
-from processes import free_port, launch_moto
+from support.backend_conformance import BackendConformance
+from support.cli import run_cli_subprocess, start_cli
+from support.local_api import LocalApi
+from support.moto import Moto, start_moto
+from support.ports import free_port
+from support.states import ENDPOINT, sample_state
 
 from reconciler.errors import ConfigError, LockError, StateError
 from reconciler.state.backends import LocalStateBackend, S3Location, S3StateBackend, backend_for
 from reconciler.state.model import PendingCreate, State
 
-TESTS = Path(__file__).parent
 REGION = "us-east-1"
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -60,42 +60,6 @@ KEY = "teams/platform/tokens.state.json"
 # ---------------------------------------------------------------------------- servers
 
 
-@dataclass
-class MotoServer:
-    """A moto S3 server process on 127.0.0.1 (see tests/moto_server.py)."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def client(self, **credentials: str) -> Any:
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.url,
-            region_name=REGION,
-            aws_access_key_id=credentials.get("key", "testing"),
-            aws_secret_access_key=credentials.get("secret", "testing"),
-        )
-
-    def iam(self) -> Any:
-        return boto3.session.Session().client(
-            "iam",
-            endpoint_url=self.url,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=30)
-
-
-def start_moto(directory: Path, **env: str) -> MotoServer:
-    url, process, log = launch_moto(directory, {**AWS_ENV, **env})
-    return MotoServer(url=url, process=process, log=log)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """boto3 in this process and in CLI subprocesses: moto's test credentials, no config
@@ -115,8 +79,8 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = start_moto(tmp_path_factory.mktemp("moto"))
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    server = start_moto(tmp_path_factory.mktemp("moto"), AWS_ENV, service="s3")
     try:
         yield server
     finally:
@@ -124,7 +88,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
 
 
 @pytest.fixture(scope="session")
-def s3(moto: MotoServer) -> Any:
+def s3(moto: Moto) -> Any:
     """An S3 client with full access, for setting up and inspecting."""
     return moto.client()
 
@@ -143,7 +107,7 @@ def bucket(s3: Any) -> str:
 
 
 @pytest.fixture
-def location(moto: MotoServer, bucket: str) -> S3Location:
+def location(moto: Moto, bucket: str) -> S3Location:
     return S3Location(bucket=bucket, key=KEY, endpoint_url=moto.url)
 
 
@@ -166,7 +130,7 @@ def state_bytes(state: State) -> bytes:
 
 class TestS3Conformance(BackendConformance):
     @pytest.fixture(params=["plain", "versioned"])
-    def backend_factory(self, request: pytest.FixtureRequest, s3: Any, moto: MotoServer) -> Any:
+    def backend_factory(self, request: pytest.FixtureRequest, s3: Any, moto: Moto) -> Any:
         name = new_bucket(s3, versioned=request.param == "versioned")
         where = S3Location(bucket=name, key=KEY, endpoint_url=moto.url)
         return lambda: S3StateBackend(where)
@@ -232,7 +196,7 @@ def test_every_object_is_encrypted_aes256_by_default(s3: Any, location: S3Locati
             assert head["ServerSideEncryption"] == "AES256", key
 
 
-def test_kms_key_is_requested(s3: Any, moto: MotoServer, bucket: str) -> None:
+def test_kms_key_is_requested(s3: Any, moto: Moto, bucket: str) -> None:
     where = S3Location(bucket, KEY, endpoint_url=moto.url, kms_key_id="alias/reconciler")
     S3StateBackend(where).write(sample_state())
     head = s3.head_object(Bucket=bucket, Key=KEY)
@@ -256,7 +220,7 @@ def replace_key(location: S3Location, key: str) -> S3Location:
     return S3Location(location.bucket, key, endpoint_url=location.endpoint_url)
 
 
-def test_versioned_bucket_keeps_history_instead_of_backup(s3: Any, moto: MotoServer) -> None:
+def test_versioned_bucket_keeps_history_instead_of_backup(s3: Any, moto: Moto) -> None:
     name = new_bucket(s3, versioned=True)
     backend = S3StateBackend(S3Location(name, KEY, endpoint_url=moto.url))
     state = backend.write(sample_state())
@@ -424,7 +388,7 @@ def replace_serial(state: State, serial: int) -> State:
 # ---------------------------------------------------------------------------- errors
 
 
-def test_missing_bucket_is_a_clear_state_error(moto: MotoServer) -> None:
+def test_missing_bucket_is_a_clear_state_error(moto: Moto) -> None:
     backend = S3StateBackend(S3Location("rec-no-such-bucket", KEY, endpoint_url=moto.url))
     for attempt in (backend.read, lambda: backend.acquire("apply", timeout=0)):
         with pytest.raises(StateError) as caught:
@@ -436,7 +400,7 @@ def test_missing_bucket_is_a_clear_state_error(moto: MotoServer) -> None:
 
 
 def test_unreachable_endpoint_is_a_clear_state_error(
-    s3: Any, moto: MotoServer, location: S3Location
+    s3: Any, moto: Moto, location: S3Location
 ) -> None:
     S3StateBackend(location).write(sample_state())
     before = body(s3, location.bucket, KEY)
@@ -469,51 +433,6 @@ def test_missing_boto3_names_the_extra(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- the CLI
-
-
-@dataclass(frozen=True)
-class Run:
-    args: tuple[str, ...]
-    code: int
-    stdout: str
-    stderr: str
-
-    def __str__(self) -> str:
-        return (
-            f"reconciler {' '.join(self.args)} -> exit {self.code}\n"
-            f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
-        )
-
-
-def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "reconciler", *args]
-
-
-def spawn_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    """Start the CLI without waiting for it (for runs that overlap)."""
-    return subprocess.Popen(
-        cli_command(*args),
-        cwd=cwd,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def run_cli(
-    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120
-) -> Run:
-    done = subprocess.run(
-        cli_command(*args),
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    return Run(args, done.returncode, done.stdout, done.stderr)
 
 
 MANIFEST = textwrap.dedent(
@@ -563,7 +482,7 @@ def stored(s3: Any, bucket: str, key: str = KEY) -> dict[str, Any]:
 
 
 def test_plan_apply_round_trip_with_reconciler_yaml(
-    s3: Any, moto: MotoServer, bucket: str, project: Path, local_api: LocalApi
+    s3: Any, moto: Moto, bucket: str, project: Path, local_api: LocalApi
 ) -> None:
     (project / "reconciler.yaml").write_text(
         textwrap.dedent(
@@ -577,12 +496,12 @@ def test_plan_apply_round_trip_with_reconciler_yaml(
             """
         )
     )
-    planned = run_cli("plan", *api_args(local_api), "--detailed-exitcode", cwd=project)
+    planned = run_cli_subprocess("plan", *api_args(local_api), "--detailed-exitcode", cwd=project)
     assert planned.code == 2, planned
     assert body(s3, bucket, KEY) is None  # plan writes nothing
     assert body(s3, bucket, KEY + ".lock") is None  # and released its lock
 
-    applied = run_cli(*apply_args(local_api), cwd=project)
+    applied = run_cli_subprocess(*apply_args(local_api), cwd=project)
     assert applied.code == 0, applied
     state = stored(s3, bucket)
     assert {t["name"] for t in state["tokens"]} == NAMES
@@ -590,31 +509,31 @@ def test_plan_apply_round_trip_with_reconciler_yaml(
     assert s3.head_object(Bucket=bucket, Key=KEY)["ServerSideEncryption"] == "AES256"
     assert body(s3, bucket, KEY + ".lock") is None
 
-    again = run_cli("plan", *api_args(local_api), "--detailed-exitcode", cwd=project)
+    again = run_cli_subprocess("plan", *api_args(local_api), "--detailed-exitcode", cwd=project)
     assert again.code == 0, again
-    listed = run_cli("state", "list", cwd=project)
+    listed = run_cli_subprocess("state", "list", cwd=project)
     assert listed.code == 0 and "s3-deployer" in listed.stdout, listed
     assert live_names(local_api) == sorted(NAMES)
 
 
 def test_state_location_precedence(
-    s3: Any, moto: MotoServer, bucket: str, project: Path, local_api: LocalApi
+    s3: Any, moto: Moto, bucket: str, project: Path, local_api: LocalApi
 ) -> None:
     (project / "reconciler.yaml").write_text(
         f"state: {{backend: s3, bucket: {bucket}, key: from-yaml.json, endpoint_url: {moto.url}}}\n"
     )
     env = {"RECONCILER_STATE": f"s3://{bucket}/from-env.json", "AWS_ENDPOINT_URL_S3": moto.url}
-    result = run_cli(*apply_args(local_api), cwd=project, env=env)
+    result = run_cli_subprocess(*apply_args(local_api), cwd=project, env=env)
     assert result.code == 0, result
     assert body(s3, bucket, "from-env.json") is not None
     assert body(s3, bucket, "from-yaml.json") is None
 
-    flag = run_cli("--state", "local.json", "state", "list", cwd=project, env=env)
+    flag = run_cli_subprocess("--state", "local.json", "state", "list", cwd=project, env=env)
     assert flag.code == 0 and "No tokens" in flag.stdout, flag
 
-    from_yaml = run_cli("state", "list", cwd=project)
+    from_yaml = run_cli_subprocess("state", "list", cwd=project)
     assert from_yaml.code == 0 and "No tokens" in from_yaml.stdout, from_yaml
-    from_env = run_cli("state", "list", cwd=project, env=env)
+    from_env = run_cli_subprocess("state", "list", cwd=project, env=env)
     assert from_env.code == 0 and "s3-reader" in from_env.stdout, from_env
 
 
@@ -624,7 +543,7 @@ def test_concurrent_applies_one_fails_naming_the_holder(
     local_api.set_faults(latency_ms=400)  # each apply holds the lock for seconds
     state = location.to_location()
     args = ("--state", state, *apply_args(local_api, "--parallelism", "1"))
-    processes = [spawn_cli(*args, cwd=project) for _ in range(2)]
+    processes = [start_cli(*args, cwd=project) for _ in range(2)]
     outcomes = []
     for process in processes:
         out, err = process.communicate(timeout=120)
@@ -645,7 +564,7 @@ def test_concurrent_applies_with_lock_timeout_wait_and_converge(
 ) -> None:
     local_api.set_faults(latency_ms=200)
     args = ("--state", location.to_location(), *apply_args(local_api, "--lock-timeout", "2m"))
-    processes = [spawn_cli(*args, cwd=project) for _ in range(2)]
+    processes = [start_cli(*args, cwd=project) for _ in range(2)]
     outputs = [p.communicate(timeout=180) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
     local_api.reset_faults()
@@ -678,7 +597,7 @@ def test_lock_of_killed_process_then_force_unlock(
         assert child.stdout is not None
         lock_id = child.stdout.readline().strip()
         assert lock_id, "the child did not take the lock"
-        busy = run_cli("--state", state, *apply_args(local_api), cwd=project)
+        busy = run_cli_subprocess("--state", state, *apply_args(local_api), cwd=project)
         assert busy.code == 1, busy
         assert f"pid {child.pid}" in busy.stderr and lock_id in busy.stderr
         assert "no longer runs" not in busy.stderr
@@ -688,7 +607,9 @@ def test_lock_of_killed_process_then_force_unlock(
         if child.stdout is not None:
             child.stdout.close()
 
-    stale = run_cli("--state", state, *apply_args(local_api, "--lock-timeout", "1s"), cwd=project)
+    stale = run_cli_subprocess(
+        "--state", state, *apply_args(local_api, "--lock-timeout", "1s"), cwd=project
+    )
     assert stale.code == 1, stale
     assert f"pid {child.pid} no longer runs on this host" in stale.stderr
     assert f"reconciler force-unlock {lock_id}" in stale.stderr
@@ -696,22 +617,22 @@ def test_lock_of_killed_process_then_force_unlock(
     assert body(s3, location.bucket, KEY) is None  # nothing was written
     assert live_names(local_api) == []
 
-    wrong = run_cli("--state", state, "force-unlock", "not-the-id", cwd=project)
+    wrong = run_cli_subprocess("--state", state, "force-unlock", "not-the-id", cwd=project)
     assert wrong.code == 1 and lock_id in wrong.stderr, wrong
-    unlocked = run_cli("--state", state, "force-unlock", lock_id, cwd=project)
+    unlocked = run_cli_subprocess("--state", state, "force-unlock", lock_id, cwd=project)
     assert unlocked.code == 0, unlocked
     assert f"Released lock {lock_id} on s3://{location.bucket}/{KEY}" in unlocked.stdout
-    applied = run_cli("--state", state, *apply_args(local_api), cwd=project)
+    applied = run_cli_subprocess("--state", state, *apply_args(local_api), cwd=project)
     assert applied.code == 0, applied
     assert live_names(local_api) == sorted(NAMES)
 
 
 def test_cli_missing_bucket_exits_1_with_a_clear_message(
-    moto: MotoServer, project: Path, local_api: LocalApi
+    moto: Moto, project: Path, local_api: LocalApi
 ) -> None:
     state = f"s3://rec-missing-bucket/{KEY}?endpoint_url={moto.url}"
     for args in (("state", "list"), ("plan", *api_args(local_api))):
-        result = run_cli("--state", state, *args, cwd=project)
+        result = run_cli_subprocess("--state", state, *args, cwd=project)
         assert result.code == 1, result
         assert "S3 bucket rec-missing-bucket does not exist" in result.stderr, result
         assert f"s3://rec-missing-bucket/{KEY}" in result.stderr
@@ -726,7 +647,7 @@ def test_cli_unreachable_endpoint_exits_1_and_leaves_state(
     before = body(s3, location.bucket, KEY)
     closed = f"http://127.0.0.1:{free_port()}"
     env = {"AWS_ENDPOINT_URL_S3": closed}  # boto3 reads this itself
-    result = run_cli(
+    result = run_cli_subprocess(
         "--state", f"s3://{location.bucket}/{KEY}", *apply_args(local_api), cwd=project, env=env
     )
     assert result.code == 1, result
@@ -745,7 +666,7 @@ class AuthS3:
     """A moto server enforcing IAM: a bucket holding a state, a read-only user and a user
     with no permissions at all."""
 
-    server: MotoServer
+    server: Moto
     bucket: str
     state: bytes
     reader: dict[str, str]
@@ -757,7 +678,10 @@ def auth_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthS3]:
     # The first SETUP_ACTIONS requests are free; from then on every request needs IAM.
     setup_actions = 7
     server = start_moto(
-        tmp_path_factory.mktemp("moto-auth"), INITIAL_NO_AUTH_ACTION_COUNT=str(setup_actions)
+        tmp_path_factory.mktemp("moto-auth"),
+        AWS_ENV,
+        service="s3",
+        INITIAL_NO_AUTH_ACTION_COUNT=str(setup_actions),
     )
     try:
         admin, iam = server.client(), server.iam()
@@ -810,13 +734,15 @@ def test_access_denied_on_write_exits_1_and_leaves_state(
     auth_s3: AuthS3, project: Path, local_api: LocalApi
 ) -> None:
     state = auth_state_url(auth_s3)
-    readable = run_cli("--state", state, "state", "list", cwd=project, env=auth_s3.reader)
+    readable = run_cli_subprocess(
+        "--state", state, "state", "list", cwd=project, env=auth_s3.reader
+    )
     assert readable.code == 0 and "ci-deploy" in readable.stdout, readable
     for args in (
         ("apply", *api_args(local_api), "--auto-approve", "--discard-secrets"),
         ("state", "rm", "ci-deploy", "--yes"),
     ):
-        denied = run_cli("--state", state, *args, cwd=project, env=auth_s3.reader)
+        denied = run_cli_subprocess("--state", state, *args, cwd=project, env=auth_s3.reader)
         assert denied.code == 1, denied
         assert "access denied by S3 while taking the lock of" in denied.stderr, denied
         assert f"s3://{auth_s3.bucket}/{KEY}.lock" in denied.stderr
@@ -826,7 +752,7 @@ def test_access_denied_on_write_exits_1_and_leaves_state(
 
 
 def test_access_denied_on_read_exits_1(auth_s3: AuthS3, project: Path) -> None:
-    result = run_cli(
+    result = run_cli_subprocess(
         "--state", auth_state_url(auth_s3), "state", "list", cwd=project, env=auth_s3.nobody
     )
     assert result.code == 1, result
@@ -835,7 +761,7 @@ def test_access_denied_on_read_exits_1(auth_s3: AuthS3, project: Path) -> None:
 
 
 def test_unknown_credentials_exit_1(auth_s3: AuthS3, project: Path) -> None:
-    result = run_cli("--state", auth_state_url(auth_s3), "state", "pull", cwd=project)
+    result = run_cli_subprocess("--state", auth_state_url(auth_s3), "state", "pull", cwd=project)
     assert result.code == 1, result
     assert "S3 refused the AWS credentials (InvalidAccessKeyId)" in result.stderr, result
     assert f"s3://{auth_s3.bucket}/{KEY}" in result.stderr
@@ -861,7 +787,7 @@ def test_migrate_local_to_s3_and_back_preserves_lineage_and_serial(
     original = local_state(path, serial=3)
     url = location.to_location()
 
-    to_s3 = run_cli("--state", str(path), "state", "migrate", "--to", url, cwd=tmp_path)
+    to_s3 = run_cli_subprocess("--state", str(path), "state", "migrate", "--to", url, cwd=tmp_path)
     assert to_s3.code == 0, to_s3
     on_s3 = S3StateBackend(location).read()
     assert on_s3 == original
@@ -878,7 +804,9 @@ def test_migrate_local_to_s3_and_back_preserves_lineage_and_serial(
     current = backend.write(backend.write(current.without_token("reader")))
 
     back = tmp_path / "back" / "tokens.state.json"
-    to_local = run_cli("--state", url, "state", "migrate", "--to", str(back), cwd=tmp_path)
+    to_local = run_cli_subprocess(
+        "--state", url, "state", "migrate", "--to", str(back), cwd=tmp_path
+    )
     assert to_local.code == 0, to_local
     returned = LocalStateBackend(back).read()
     assert returned == current
@@ -896,7 +824,7 @@ def test_migrate_refuses_a_destination_of_another_lineage(
     local_before = path.read_bytes()
     S3StateBackend(location).write(State.new(ENDPOINT))
     s3_before = body(s3, location.bucket, KEY)
-    result = run_cli(
+    result = run_cli_subprocess(
         "--state", str(path), "state", "migrate", "--to", location.to_location(), cwd=tmp_path
     )
     assert result.code == 1, result
@@ -914,7 +842,7 @@ def test_migrate_waits_for_neither_and_refuses_when_destination_locked(
     local_state(path)
     holder = S3StateBackend(location)
     with holder.lock("apply", timeout=0) as info:
-        result = run_cli(
+        result = run_cli_subprocess(
             "--state", str(path), "state", "migrate", "--to", location.to_location(), cwd=tmp_path
         )
     assert result.code == 1, result
@@ -927,15 +855,15 @@ def test_push_and_pull(s3: Any, location: S3Location, tmp_path: Path) -> None:
     local_state(path, serial=4)
     url = location.to_location()
 
-    first = run_cli("--state", url, "state", "push", str(path), cwd=tmp_path)
+    first = run_cli_subprocess("--state", url, "state", "push", str(path), cwd=tmp_path)
     assert first.code == 0, first
     assert stored(s3, location.bucket)["serial"] == 4  # kept as it was
 
-    pulled = run_cli("--state", url, "state", "pull", cwd=tmp_path)
+    pulled = run_cli_subprocess("--state", url, "state", "pull", cwd=tmp_path)
     assert pulled.code == 0, pulled
     assert pulled.stdout.encode() == path.read_bytes() == body(s3, location.bucket, KEY)
 
-    same = run_cli("--state", url, "state", "push", str(path), cwd=tmp_path)
+    same = run_cli_subprocess("--state", url, "state", "push", str(path), cwd=tmp_path)
     assert same.code == 0 and "already holds" in same.stdout, same
 
     # The destination moved on: pushing the older file is refused.
@@ -943,12 +871,12 @@ def test_push_and_pull(s3: Any, location: S3Location, tmp_path: Path) -> None:
     current = backend.read()
     assert current is not None
     backend.write(current)
-    older = run_cli("--state", url, "state", "push", str(path), cwd=tmp_path)
+    older = run_cli_subprocess("--state", url, "state", "push", str(path), cwd=tmp_path)
     assert older.code == 1 and "is newer (serial 5 > 4)" in older.stderr, older
 
     other = tmp_path / "other.json"
     LocalStateBackend(other).write(State.new(ENDPOINT))
-    foreign = run_cli("--state", url, "state", "push", str(other), cwd=tmp_path)
+    foreign = run_cli_subprocess("--state", url, "state", "push", str(other), cwd=tmp_path)
     assert foreign.code == 1 and "holds another state" in foreign.stderr, foreign
     assert stored(s3, location.bucket)["serial"] == 5
 
@@ -960,7 +888,16 @@ def test_push_from_stdin_over_an_older_version(
     base = backend.write(sample_state())
     newer = replace_serial(base.without_token("reader"), 7)
     done = subprocess.run(
-        cli_command("--state", location.to_location(), "state", "push", "-"),
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "--state",
+            location.to_location(),
+            "state",
+            "push",
+            "-",
+        ],
         input=json.dumps(newer.to_dict()),
         capture_output=True,
         text=True,
@@ -974,5 +911,5 @@ def test_push_from_stdin_over_an_older_version(
 
 
 def test_pull_without_state_fails(location: S3Location, tmp_path: Path) -> None:
-    result = run_cli("--state", location.to_location(), "state", "pull", cwd=tmp_path)
+    result = run_cli_subprocess("--state", location.to_location(), "state", "pull", cwd=tmp_path)
     assert result.code == 1 and "no state at s3://" in result.stderr, result

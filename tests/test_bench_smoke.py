@@ -13,13 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import REPO
 
 
 def test_quick_bench_prints_every_table(tmp_path: Path) -> None:
     figures = tmp_path / "figures.json"
     env = {k: v for k, v in os.environ.items() if k != "RECONCILER_BENTOML_PYTHON"}
-    command = [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--no-bentoml"]
+    command = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--no-bentoml"]
     result = subprocess.run(
         [*command, "--json", str(figures)],
         cwd=tmp_path,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from tests.conftest import LocalApi
+    from support.local_api import LocalApi
 
 BENTOML_PYTHON = os.environ.get("RECONCILER_BENTOML_PYTHON", "")
 
@@ -84,7 +84,7 @@ def run_sdk(api: LocalApi, body: str, *, key: str | None = None) -> dict[str, An
     return result
 
 
-def run_cli(
+def run_bentoml_cli(
     api: LocalApi, tmp_path: Path, *args: str, key: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     home = tmp_path / "bentoml-home"
@@ -217,8 +217,8 @@ def test_sdk_duplicate_create_gets_yatais_400(local_api: LocalApi) -> None:
 
 
 def test_cli_duplicate_create_fails(local_api: LocalApi, tmp_path: Path) -> None:
-    assert run_cli(local_api, tmp_path, "create", "cli-taken").returncode == 0
-    again = run_cli(local_api, tmp_path, "create", "cli-taken")
+    assert run_bentoml_cli(local_api, tmp_path, "create", "cli-taken").returncode == 0
+    again = run_bentoml_cli(local_api, tmp_path, "create", "cli-taken")
     assert again.returncode == 1
     assert "duplicate key" in again.stdout + again.stderr
     with local_api.client() as client:
@@ -237,7 +237,7 @@ def test_sdk_and_cli_work_with_duplicates_allowed(local_api_factory: Any, tmp_pa
     )
     assert len(set(result["uids"])) == 2
     assert result["names"] == ["twin", "twin"]
-    listing = run_cli(api, tmp_path, "list", "-o", "json")
+    listing = run_bentoml_cli(api, tmp_path, "list", "-o", "json")
     assert listing.returncode == 0, listing.stderr
     assert [t["name"] for t in json_in(listing.stdout)] == ["twin", "twin"]
 
@@ -257,7 +257,7 @@ def test_sdk_list_sees_one_page_of_100(local_api: LocalApi) -> None:
 
 
 def test_cli_create_list_get_delete(local_api: LocalApi, tmp_path: Path) -> None:
-    created = run_cli(
+    created = run_bentoml_cli(
         local_api,
         tmp_path,
         "create",
@@ -286,36 +286,36 @@ def test_cli_create_list_get_delete(local_api: LocalApi, tmp_path: Path) -> None
     assert abs(expires - (datetime.now(timezone.utc) + timedelta(days=30))) < timedelta(days=1)
     assert "rct_" in created.stdout
 
-    plain = run_cli(local_api, tmp_path, "create", "cli-plain")
+    plain = run_bentoml_cli(local_api, tmp_path, "create", "cli-plain")
     assert plain.returncode == 0, plain.stderr
     assert "created successfully" in plain.stdout
     assert "Never" in plain.stdout
 
-    listed = run_cli(local_api, tmp_path, "list", "-o", "json")
+    listed = run_bentoml_cli(local_api, tmp_path, "list", "-o", "json")
     assert listed.returncode == 0, listed.stderr
     assert [t["name"] for t in json_in(listed.stdout)] == ["cli-plain", "cli-token"]
     assert all("token" not in t for t in json_in(listed.stdout))
 
-    searched = run_cli(local_api, tmp_path, "list", "--search", "plain", "-o", "json")
+    searched = run_bentoml_cli(local_api, tmp_path, "list", "--search", "plain", "-o", "json")
     assert searched.returncode == 0, searched.stderr
     assert [t["name"] for t in json_in(searched.stdout)] == ["cli-plain"]
 
-    table = run_cli(local_api, tmp_path, "list")
+    table = run_bentoml_cli(local_api, tmp_path, "list")
     assert table.returncode == 0, table.stderr
     assert "cli-token" in table.stdout and "cli-plain" in table.stdout
 
-    got = run_cli(local_api, tmp_path, "get", token["uid"], "-o", "json")
+    got = run_bentoml_cli(local_api, tmp_path, "get", token["uid"], "-o", "json")
     assert got.returncode == 0, got.stderr
     assert json_in(got.stdout)["uid"] == token["uid"]
-    got_table = run_cli(local_api, tmp_path, "get", token["uid"])
+    got_table = run_bentoml_cli(local_api, tmp_path, "get", token["uid"])
     assert got_table.returncode == 0, got_table.stderr
     assert "from the cli" in got_table.stdout
 
-    deleted = run_cli(local_api, tmp_path, "delete", token["uid"])
+    deleted = run_bentoml_cli(local_api, tmp_path, "delete", token["uid"])
     assert deleted.returncode == 0, deleted.stderr
     assert f"API token {token['uid']} deleted successfully" in deleted.stdout
 
-    missing = run_cli(local_api, tmp_path, "get", token["uid"])
+    missing = run_bentoml_cli(local_api, tmp_path, "get", token["uid"])
     assert missing.returncode == 1
     assert "not found" in (missing.stdout + missing.stderr)
 
@@ -325,15 +325,15 @@ def test_cli_create_list_get_delete(local_api: LocalApi, tmp_path: Path) -> None
 
 
 def test_cli_errors(local_api: LocalApi, tmp_path: Path) -> None:
-    unauthorized = run_cli(local_api, tmp_path, "list", key="wrong")
+    unauthorized = run_bentoml_cli(local_api, tmp_path, "list", key="wrong")
     assert unauthorized.returncode == 1
     assert "401" in unauthorized.stderr + unauthorized.stdout
 
-    invalid = run_cli(local_api, tmp_path, "create", "Bad_Name")
+    invalid = run_bentoml_cli(local_api, tmp_path, "create", "Bad_Name")
     assert invalid.returncode == 1
     assert "DNS-1035" in invalid.stderr + invalid.stdout
 
-    delete_missing = run_cli(local_api, tmp_path, "delete", "tok_nope")
+    delete_missing = run_bentoml_cli(local_api, tmp_path, "delete", "tok_nope")
     assert delete_missing.returncode == 1
 
 

@@ -24,20 +24,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from convergence import (
-    Workspace,
+from support.cli import CliProcess, run_cli
+from support.convergence import (
     check_converged,
     check_no_changes,
     check_recoverable,
-    token_spec,
+    user_workspace,
 )
-from leakcheck import REGISTRY, CliProcess, run_cli
-from openbao_server import OpenBao
+from support.leaks import REGISTRY
+from support.openbao import OpenBao
+from support.states import owned_token
+from support.workspace import Workspace, token
 
 from reconciler.server.faults import Faults
 
 if TYPE_CHECKING:
-    from conftest import LocalApiFactory
+    from support.local_api import LocalApiFactory
 
 DEFAULT_SEED = 20261127
 DEFAULT_TRIALS = 24
@@ -128,33 +130,33 @@ def _unlock_after_kill(ws: Workspace) -> str:
         return "unreadable"
     assert f"force-unlock {lock_id}" in refused.err, refused
     assert "no longer runs" in refused.err, refused
-    unlocked = run_cli("force-unlock", lock_id, "--state", str(ws.state), home=ws.home)
+    unlocked = run_cli("force-unlock", lock_id, "--state", str(ws.state_path), cwd=ws.root)
     assert unlocked.code == 0, unlocked
     return "readable"
 
 
 def _run_trial(trial: Trial, factory: LocalApiFactory, root: Path) -> Outcome:
     api = factory(faults=Faults(latency_ms=trial.latency_ms))
-    ws = Workspace(api, root / f"trial-{trial.index}")
+    ws = user_workspace(root / f"trial-{trial.index}", api)
     names = [f"t{trial.index}-{n}" for n in range(TOKENS)]
     if trial.kind == "update":
-        ws.declare([token_spec(name) for name in names])
+        ws.declare(*(token(name) for name in names))
         first = ws.apply(parallelism=8)
         assert first.code == 0, first
         # In-place updates, rotations into a new generation that keeps the previous one
         # through an overlap, unchanged tokens, deletes and creates.
         ws.declare(
-            [token_spec(n, scopes=("api", "read_cluster")) for n in names[:8]]
-            + [{**token_spec(n, overlap="1h"), "expires": "30d"} for n in names[8:15]]
-            + [token_spec(n) for n in names[15:35]]
-            + [token_spec(f"t{trial.index}-new-{k}") for k in range(10)]
+            *[token(n, scopes=("api", "read_cluster")) for n in names[:8]]
+            + [{**token(n, overlap="1h"), "expires": "30d"} for n in names[8:15]]
+            + [token(n) for n in names[15:35]]
+            + [token(f"t{trial.index}-new-{k}") for k in range(10)]
         )
     else:
-        ws.declare([token_spec(name) for name in names])
+        ws.declare(*(token(name) for name in names))
     if trial.faulty:
         api.set_faults(lost_create_rate=0.15, error_after_create_rate=0.1, seed=trial.fault_seed)
 
-    process = CliProcess(*ws.apply_args("--force", parallelism=trial.parallelism), home=ws.home)
+    process = CliProcess(*ws.apply_args("--force", parallelism=trial.parallelism), cwd=ws.root)
     if not trial.early:
         assert process.wait_for_output(lambda line: line.startswith("Applying"), 30), (
             process.finish()
@@ -233,9 +235,9 @@ def test_sigint_and_sigterm_stop_apply_cleanly(
     """The calls in flight finish and are recorded, nothing new starts, state is saved and
     the lock released; exit 1 with a summary; the next apply converges."""
     api = local_api_factory(faults=Faults(latency_ms=25))
-    ws = Workspace(api, tmp_path)
-    ws.declare([token_spec(f"sig-{n}") for n in range(60)])
-    process = CliProcess(*ws.apply_args(parallelism=2), home=ws.home)
+    ws = user_workspace(tmp_path, api)
+    ws.declare(*(token(f"sig-{n}") for n in range(60)))
+    process = CliProcess(*ws.apply_args(parallelism=2), cwd=ws.root)
     assert process.wait_for_output(lambda line: ": ok " in line, 30), process.finish()
     process.send(sig)
     result = process.finish(30)
@@ -273,9 +275,9 @@ def test_a_signal_while_planning_releases_the_lock(
     """Stopped while it reads the live tokens (before any change): exit non-zero with a
     message, nothing created, and no stale lock left for the next run to trip on."""
     api = local_api_factory(faults=Faults(latency_ms=1500))
-    ws = Workspace(api, tmp_path)
-    ws.declare([token_spec(f"early-{n}") for n in range(5)])
-    process = CliProcess(*ws.apply_args(), home=ws.home)
+    ws = user_workspace(tmp_path, api)
+    ws.declare(*(token(f"early-{n}") for n in range(5)))
+    process = CliProcess(*ws.apply_args(), cwd=ws.root)
     deadline = time.monotonic() + 30
     while api.requests("GET /api/v1/api_tokens") == 0:
         assert time.monotonic() < deadline and process.proc.poll() is None, process.finish()
@@ -308,13 +310,13 @@ def test_sigkill_during_a_large_adoption_then_apply_converges(
     rng = random.Random(CHAOS_SEED + 1)
     for trial in range(ADOPT_TRIALS):
         api = local_api_factory(faults=Faults(latency_ms=5))
-        ws = Workspace(api, tmp_path / f"adopt-{trial}")
+        ws = user_workspace(tmp_path / f"adopt-{trial}", api)
         prefix = f"adopt{trial}"
         uids = api.store.seed_tokens(ADOPT_TOKENS, prefix=prefix, scopes=("api",))
         names = [f"{prefix}-{n}" for n in range(ADOPT_TOKENS)]
         name_of = dict(zip(uids, names, strict=True))
-        ws.declare([token_spec(name) for name in names])
-        process = CliProcess(*ws.apply_args("--force", parallelism=4), home=ws.home)
+        ws.declare(*(token(name) for name in names))
+        process = CliProcess(*ws.apply_args("--force", parallelism=4), cwd=ws.root)
         assert process.wait_for_output(lambda line: line.startswith("Applying"), 60), (
             process.finish()
         )
@@ -332,7 +334,7 @@ def test_sigkill_during_a_large_adoption_then_apply_converges(
         final = ws.read_state()
         assert final is not None
         assert {t.uid: name for name, t in final.tokens.items()} == name_of
-        assert not ws.state.with_name(ws.state.name + ".journal").exists()
+        assert not ws.state_path.with_name(ws.state_path.name + ".journal").exists()
         assert sorted(t.uid for t in ws.live()) == sorted(uids)
         check_no_changes(ws)
         api.stop()
@@ -353,26 +355,19 @@ _FOLD = (
 
 def _journaled_state(path: Path) -> dict[str, str]:
     """A state of 2,000 tokens with 600 more changes in its journal; name -> uid."""
-    from datetime import datetime, timezone
-
-    from reconciler.manifest.spec import TokenSpec
     from reconciler.state.backends.local import LocalStateBackend
     from reconciler.state.journal import Journal
-    from reconciler.state.model import OwnedToken, State
-
-    def owned(name: str) -> OwnedToken:
-        spec = TokenSpec(name, "fold", frozenset({"api"}))
-        return OwnedToken(name, f"uid-{name}", spec, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    from reconciler.state.model import State
 
     LocalStateBackend(path).write(
-        State(endpoint="http://api", tokens={f"f-{n}": owned(f"f-{n}") for n in range(2000)})
+        State(endpoint="http://api", tokens={f"f-{n}": owned_token(f"f-{n}") for n in range(2000)})
     )
     backend = LocalStateBackend(path)
     state = backend.read()
     assert state is not None
     journal = Journal(backend, state)
     for n in range(300):
-        journal.update(lambda s, n=n: s.with_token(owned(f"j-{n}")))
+        journal.update(lambda s, n=n: s.with_token(owned_token(f"j-{n}")))
         journal.update(lambda s, n=n: s.without_token(f"f-{n}"))
     backend.journal.close()
     return {name: t.uid for name, t in journal.state.tokens.items()}
@@ -453,7 +448,7 @@ def test_sigkill_with_a_vault_destination_then_apply_converges(
     """apply delivering to OpenBao killed at random instants (seeded as above); at the kill
     nothing is live that the next apply will not clean up, and once it converges every
     owned token's current value in Vault authenticates as that very token."""
-    from openbao_server import start_openbao
+    from support.openbao import start_openbao
 
     bao = start_openbao(tmp_path)
     REGISTRY.add_secret(bao.root_token, "vault token (VAULT_TOKEN)")
@@ -479,13 +474,13 @@ def _vault_trial(
     parallelism = rng.choice([1, 2, 4])
     faulty = index % 2 == 1
     api = factory(faults=Faults(latency_ms=rng.uniform(5, 20)))
-    ws = Workspace(api, root / f"vault-trial-{index}")
+    ws = user_workspace(root / f"vault-trial-{index}", api)
     destination = f"vault://secret/chaos{index}"
-    ws.declare([token_spec(f"v{index}-{n}") for n in range(30)])
+    ws.declare(*(token(f"v{index}-{n}") for n in range(30)))
     if faulty:
         api.set_faults(lost_create_rate=0.15, error_after_create_rate=0.1, seed=index)
     args = ws.apply_args("--secrets-out", destination, parallelism=parallelism)
-    process = CliProcess(*args, home=ws.home)
+    process = CliProcess(*args, cwd=ws.root)
     assert process.wait_for_output(lambda line: line.startswith("Applying"), 30), process.finish()
     delay = rng.uniform(0.0, APPLY_WINDOW[parallelism] * 0.5)  # 30 tokens, not 40
     time.sleep(delay)

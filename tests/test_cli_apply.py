@@ -1,7 +1,7 @@
 """End-to-end tests of `plan` and `apply` through the real CLI against the local API over HTTP.
 
-Output, exit codes and secrets are checked on real subprocesses (``run_cli``); setup steps
-run the same ``main()`` in-process (``invoke_cli``) to keep the file fast. What really
+Output, exit codes and secrets are checked on real subprocesses; setup steps run the same
+``main()`` in-process (``fast=True``) to keep the file fast. What really
 exists is read from the server's own store, and what the CLI did from its request stats.
 """
 
@@ -12,137 +12,19 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from clihelpers import CliResult, invoke_cli, run_cli
-from conftest import LocalApi
+from support.cli import CliResult, run_cli_subprocess
+from support.local_api import LocalApi
+from support.workspace import CREATE_ROUTE, Workspace, token
 
 from reconciler.apply.applier import CREATE_ATTEMPTS
 from reconciler.destinations.file import dotenv_key
 from reconciler.plan.model import MIN_TOKENS_FOR_THRESHOLD
-from reconciler.server.store import TokenRecord
-
-CREATE_ROUTE = "POST /api/v1/api_tokens"
-DELETE_ROUTE = "DELETE /api/v1/api_tokens/{uid}"
-
-
-def token(name: str, scopes: Sequence[str] = ("api",), **extra: Any) -> dict[str, Any]:
-    """One manifest entry."""
-    return {"name": name, "scopes": list(scopes), **extra}
-
-
-class Workspace:
-    """A GitOps checkout (manifests/, state/, a secrets file) wired to one local API."""
-
-    def __init__(self, root: Path, api: LocalApi) -> None:
-        self.root = root
-        self.api = api
-        self.manifests = root / "manifests"
-        self.manifests.mkdir(parents=True)
-        self.state_path = root / "state" / "tokens.state.json"
-        self.secrets_path = root / "secrets.json"
-
-    # -- running the CLI -----------------------------------------------------------------
-
-    def connection(self) -> list[str]:
-        return [
-            "--endpoint",
-            self.api.url,
-            "--api-key",
-            self.api.admin_key,
-            "--state",
-            str(self.state_path),
-        ]
-
-    def run(self, *args: str, fast: bool = False, **kwargs: Any) -> CliResult:
-        """``reconciler <connection> ARGS`` in the workspace: a subprocess, or in-process
-        when ``fast``."""
-        runner = invoke_cli if fast else run_cli
-        return runner(*self.connection(), *args, cwd=self.root, **kwargs)
-
-    def plan(self, *args: str, fast: bool = False) -> CliResult:
-        return self.run("plan", *args, fast=fast)
-
-    def apply(self, *args: str, fast: bool = False) -> CliResult:
-        """apply --auto-approve, new values into secrets.json."""
-        return self.run(
-            "apply", "--auto-approve", "--secrets-out", str(self.secrets_path), *args, fast=fast
-        )
-
-    def converge(self, *tokens: dict[str, Any]) -> dict[str, str]:
-        """Declare ``tokens``, apply (in-process) and return the owned name -> uid."""
-        self.declare(*tokens)
-        result = self.apply(fast=True)
-        assert result.exit_code == 0, result
-        return self.owned()
-
-    # -- manifests -----------------------------------------------------------------------
-
-    def declare(self, *tokens: dict[str, Any], file: str = "tokens.yaml") -> None:
-        """Make ``manifests/`` hold exactly ``tokens``, in one file."""
-        for old in self.manifests.glob("*.yaml"):
-            old.unlink()
-        text = yaml.safe_dump({"tokens": list(tokens)}, sort_keys=False)
-        (self.manifests / file).write_text(text, encoding="utf-8")
-
-    # -- what is true ----------------------------------------------------------------------
-
-    def live(self) -> list[TokenRecord]:
-        store = self.api.store
-        records, _total = store.list_tokens(store.default_user, count=100_000)
-        return records
-
-    def live_by_name(self) -> dict[str, list[str]]:
-        names: dict[str, list[str]] = {}
-        for record in self.live():
-            names.setdefault(record.name, []).append(record.uid)
-        return names
-
-    def seed(self, name: str, scopes: Sequence[str] = ("api",), description: str = "") -> str:
-        """A token made outside reconciler (by hand, or by another tool)."""
-        store = self.api.store
-        record, _value = store.create_token(
-            store.default_user, name, description=description, scopes=scopes
-        )
-        return record.uid
-
-    def delete_by_hand(self, uid: str) -> None:
-        store = self.api.store
-        assert store.delete_token(store.default_user, uid) is not None
-
-    def state(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.state_path.read_text(encoding="utf-8"))
-        return data
-
-    def owned(self) -> dict[str, str]:
-        return {item["name"]: item["uid"] for item in self.state()["tokens"]}
-
-    def secrets(self) -> dict[str, str]:
-        data: dict[str, str] = json.loads(self.secrets_path.read_text(encoding="utf-8"))
-        return data
-
-    def uid_of_secret(self, value: str) -> str | None:
-        """The uid of the live token whose value is ``value`` (None if none is)."""
-        principal = self.api.store.authenticate(value)
-        return principal.token_uid if principal is not None else None
-
-    def writes(self) -> dict[str, int]:
-        """Creates and deletes the API received since the last reset_stats()."""
-        requests = self.api.stats()["requests"]
-        return {
-            "create": int(requests.get(CREATE_ROUTE, 0)),
-            "delete": int(requests.get(DELETE_ROUTE, 0)),
-        }
-
-
-@pytest.fixture
-def ws(tmp_path: Path, local_api: LocalApi) -> Workspace:
-    return Workspace(tmp_path / "repo", local_api)
 
 
 def assert_clean_error(result: CliResult, *fragments: str) -> None:
@@ -368,7 +250,7 @@ def test_detailed_exitcode_error_is_1_and_plain_plan_is_0(ws: Workspace) -> None
     assert "1 to create" in plain.stdout
 
     wrong_key = "rca_wrong-key-for-this-test"
-    refused = run_cli(
+    refused = run_cli_subprocess(
         "--endpoint",
         ws.api.url,
         "--api-key",
@@ -769,7 +651,9 @@ def test_no_secret_value_or_api_key_leaks_anywhere(ws: Workspace) -> None:
         "BENTO_CLOUD_API_KEY": ws.api.admin_key,
     }
     outputs.append(
-        run_cli("--state", str(ws.state_path), "plan", "-vv", cwd=ws.root, env=env_connection)
+        run_cli_subprocess(
+            "--state", str(ws.state_path), "plan", "-vv", cwd=ws.root, env=env_connection
+        )
     )
     ws.api.reset_faults()
     outputs.append(ws.run("state", "list"))
@@ -801,10 +685,10 @@ def test_endpoint_local_works_in_a_fresh_directory(tmp_path: Path) -> None:
         "tokens:\n  - name: ci-deployer\n    scopes: [api]\n    expires: 90d\n",
         encoding="utf-8",
     )
-    plan = run_cli("--endpoint", "local", "plan", "--detailed-exitcode", cwd=tmp_path)
+    plan = run_cli_subprocess("--endpoint", "local", "plan", "--detailed-exitcode", cwd=tmp_path)
     assert plan.exit_code == 2, plan
     assert "+   create   ci-deployer" in plan.stdout
-    applied = run_cli(
+    applied = run_cli_subprocess(
         "--endpoint", "local", "apply", "--auto-approve", "--secrets-out", "s.json", cwd=tmp_path
     )
     assert applied.exit_code == 0, applied
@@ -814,7 +698,7 @@ def test_endpoint_local_works_in_a_fresh_directory(tmp_path: Path) -> None:
     assert state["endpoint"] == "local"
     assert [t["name"] for t in state["tokens"]] == ["ci-deployer"]
     assert "rct_" not in applied.output
-    again = run_cli("--endpoint", "local", "plan", "--detailed-exitcode", cwd=tmp_path)
+    again = run_cli_subprocess("--endpoint", "local", "plan", "--detailed-exitcode", cwd=tmp_path)
     assert again.exit_code == 0, again
     assert "No changes. 1 token matches the manifests." in again.stdout
 
@@ -825,10 +709,10 @@ def test_validate_and_schema_need_no_credentials(tmp_path: Path) -> None:
         "tokens:\n  - name: one\n    scopes: [api]\n  - name: two\n    scopes: [read_cluster]\n",
         encoding="utf-8",
     )
-    validated = run_cli("validate", cwd=tmp_path)
+    validated = run_cli_subprocess("validate", cwd=tmp_path)
     assert validated.exit_code == 0, validated
     assert validated.stdout == "2 tokens in 1 file: valid.\n"
-    schema = run_cli("schema", cwd=tmp_path)
+    schema = run_cli_subprocess("schema", cwd=tmp_path)
     assert schema.exit_code == 0, schema
     document = json.loads(schema.stdout)
     assert "tokens" in document["properties"]

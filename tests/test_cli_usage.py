@@ -4,7 +4,6 @@ that says the fix, suggested commands work when pasted, and the small things of 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 import subprocess
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import click
 import pytest
-from clihelpers import CliResult, cli_env, run_cli
-from conftest import LocalApi
+from support.cli import CliResult, cli_environment, run_cli_subprocess
+from support.local_api import LocalApi
 
 from reconciler.cli.main import cli
 
@@ -49,7 +48,7 @@ def _listing(root: Path) -> list[str]:
 
 @pytest.mark.parametrize("command", EVERY_COMMAND, ids=" ".join)
 def test_unknown_option_exits_1_with_the_fix(command: tuple[str, ...], tmp_path: Path) -> None:
-    result = run_cli(*command, "--bogus", cwd=tmp_path)
+    result = run_cli_subprocess(*command, "--bogus", cwd=tmp_path)
     path = " ".join(command)
     one_line_error(result, "no such option --bogus", f"see reconciler {path} --help")
     assert _listing(tmp_path) == [], "a usage error must create nothing"
@@ -75,7 +74,7 @@ def test_usage_errors_exit_1_never_2(
 ) -> None:
     """2 is only 'changes pending' (plan --detailed-exitcode): a CI step testing for it
     must never read a mistyped flag as a plan with changes."""
-    line = one_line_error(run_cli(*args, cwd=tmp_path), *fragments)
+    line = one_line_error(run_cli_subprocess(*args, cwd=tmp_path), *fragments)
     assert line.endswith("--help"), line
 
 
@@ -88,13 +87,15 @@ def test_saved_plan_hint_works_when_pasted(local_api: LocalApi, tmp_path: Path) 
     )
     env = {"BENTO_CLOUD_API_KEY": local_api.admin_key}
     connection = ("--endpoint", local_api.url, "--state", "custom/where.json")
-    planned = run_cli("plan", *connection, "--out", "saved plan.json", cwd=tmp_path, env=env)
+    planned = run_cli_subprocess(
+        "plan", *connection, "--out", "saved plan.json", cwd=tmp_path, env=env
+    )
     assert planned.exit_code == 0, planned
     hint = planned.stderr.split("Apply it with: ", 1)[1].strip()
     assert local_api.admin_key not in hint
     words = shlex.split(hint)
     assert words[0] == "reconciler"
-    applied = run_cli(*words[1:], cwd=tmp_path, env=env)
+    applied = run_cli_subprocess(*words[1:], cwd=tmp_path, env=env)
     assert applied.exit_code == 0, applied
     assert "Apply complete: 1 created." in applied.stdout
     assert (tmp_path / "custom" / "where.json").exists()
@@ -117,21 +118,21 @@ def test_error_hints_repeat_the_command_with_this_runs_options(
     created.raise_for_status()
     env = {"BENTO_CLOUD_API_KEY": local_api.admin_key}
     connection = ("--endpoint", local_api.url, "--state", "s/state.json")
-    planned = run_cli("plan", *connection, cwd=tmp_path, env=env)
+    planned = run_cli_subprocess("plan", *connection, cwd=tmp_path, env=env)
     assert planned.exit_code == 1, planned
     marker = "with this run's options: `"
     assert marker in planned.stderr, planned
     command = planned.stderr.split(marker, 1)[1].split("`", 1)[0]
     words = shlex.split(command)
     assert words[:5] == ["reconciler", "--endpoint", local_api.url, "--state", "s/state.json"]
-    imported = run_cli(*words[1:], cwd=tmp_path, env=env)
+    imported = run_cli_subprocess(*words[1:], cwd=tmp_path, env=env)
     assert imported.exit_code == 0, imported
     owned = json.loads((tmp_path / "s" / "state.json").read_text(encoding="utf-8"))["tokens"]
     assert [t["name"] for t in owned] == ["legacy"]
 
 
 def test_serve_stopped_by_sigterm_says_so_and_exits_0(tmp_path: Path) -> None:
-    full = {k: v for k, v in {**os.environ, **cli_env(tmp_path)}.items() if v is not None}
+    full = cli_environment(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "serve", "--port", "0", "--db", "api.sqlite3"],
         cwd=tmp_path,
@@ -157,14 +158,14 @@ def test_serve_stopped_by_sigterm_says_so_and_exits_0(tmp_path: Path) -> None:
 
 
 def test_plan_without_manifests_creates_nothing(tmp_path: Path) -> None:
-    result = run_cli("plan", "--endpoint", "local", cwd=tmp_path)
+    result = run_cli_subprocess("plan", "--endpoint", "local", cwd=tmp_path)
     assert result.exit_code == 1, result
     assert "manifests: no such file or directory" in result.stderr
     assert _listing(tmp_path) == [], "a failed plan must leave nothing behind"
 
 
 def test_plan_help_describes_paths(tmp_path: Path) -> None:
-    result = run_cli("plan", "--help", cwd=tmp_path)
+    result = run_cli_subprocess("plan", "--help", cwd=tmp_path)
     assert result.exit_code == 0, result
     assert "PATHS are manifest files or directories (default: manifests/)" in result.stdout
 
@@ -176,12 +177,14 @@ def test_markdown_escapes_underscore_with_a_backslash(local_api: LocalApi, tmp_p
     manifest.write_text(
         "tokens:\n  - name: md\n    description: old_one\n    scopes: [api]\n", encoding="utf-8"
     )
-    applied = run_cli("apply", "--auto-approve", "--discard-secrets", cwd=tmp_path, env=env)
+    applied = run_cli_subprocess(
+        "apply", "--auto-approve", "--discard-secrets", cwd=tmp_path, env=env
+    )
     assert applied.exit_code == 0, applied
     manifest.write_text(
         "tokens:\n  - name: md\n    description: new_one\n    scopes: [api]\n", encoding="utf-8"
     )
-    shown = run_cli("plan", "--format", "markdown", cwd=tmp_path, env=env)
+    shown = run_cli_subprocess("plan", "--format", "markdown", cwd=tmp_path, env=env)
     assert shown.exit_code == 0, shown
     assert "old\\_one" in shown.stdout and "new\\_one" in shown.stdout, shown
     assert "&#95;" not in shown.stdout
@@ -195,7 +198,7 @@ def test_durations_keep_the_users_spelling(local_api: LocalApi, tmp_path: Path) 
         "tokens:\n  - name: spelt\n    expires: 14d\n    rotate_before: 7d\n    scopes: [api]\n",
         encoding="utf-8",
     )
-    planned = run_cli("plan", "--format", "json", cwd=tmp_path, env=env)
+    planned = run_cli_subprocess("plan", "--format", "json", cwd=tmp_path, env=env)
     assert planned.exit_code == 0, planned
     after = json.loads(planned.stdout)["actions"][0]["after"]
     assert (after["expires"], after["rotate_before"]) == ("14d", "7d")
@@ -203,7 +206,7 @@ def test_durations_keep_the_users_spelling(local_api: LocalApi, tmp_path: Path) 
         "tokens:\n  - name: spelt\n    expires: 7d\n    rotate_before: 14d\n    scopes: [api]\n",
         encoding="utf-8",
     )
-    invalid = run_cli("validate", cwd=tmp_path)
+    invalid = run_cli_subprocess("validate", cwd=tmp_path)
     assert invalid.exit_code == 1, invalid
     assert "rotate_before (14d)" in invalid.stderr and "(7d)" in invalid.stderr, invalid
     assert "2w" not in invalid.stderr
@@ -213,7 +216,7 @@ def test_tab_indentation_is_named(tmp_path: Path) -> None:
     (tmp_path / "manifests").mkdir()
     bad = tmp_path / "manifests" / "t.yaml"
     bad.write_text("tokens:\n\t- name: tabbed\n", encoding="utf-8")
-    result = run_cli("validate", cwd=tmp_path)
+    result = run_cli_subprocess("validate", cwd=tmp_path)
     assert result.exit_code == 1, result
     assert "t.yaml:2" in result.stderr
     assert "tabs are not allowed for indentation, use spaces" in result.stderr
@@ -223,6 +226,6 @@ def test_tab_indentation_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args", [(), ("state",)], ids=["reconciler", "reconciler state"])
 def test_a_group_alone_prints_its_help_and_exits_1(args: tuple[str, ...], tmp_path: Path) -> None:
-    result = run_cli(*args, cwd=tmp_path)
+    result = run_cli_subprocess(*args, cwd=tmp_path)
     assert result.exit_code == 1, result
     assert "Usage: reconciler" in result.output and "Commands:" in result.output

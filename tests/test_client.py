@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from processes import free_port
+from support.ports import free_port
 
 from reconciler.api.client import ApiTokenAPI, RestClient, wire_datetime
 from reconciler.errors import (

@@ -16,7 +16,7 @@ from reconciler.api.client import ApiTokenAPI, RestClient, rfc3339
 from reconciler.errors import NameTakenError, RequestRejectedError, UpdateRouteMissing
 
 if TYPE_CHECKING:
-    from tests.conftest import LocalApi, LocalApiFactory
+    from support.local_api import LocalApi, LocalApiFactory
 
 CURRENT = "/api/v1/auth/current"
 

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from convergence import Workspace, check_converged, check_no_changes, token_spec
-from leakcheck import CliProcess, CliResult
+from support.cli import CliProcess, CliResult
+from support.convergence import check_converged, check_no_changes, user_workspace
+from support.workspace import token
 
 from reconciler.server.faults import Faults
 
 if TYPE_CHECKING:
-    from conftest import LocalApiFactory
+    from support.local_api import LocalApiFactory
 
 _CREATED = re.compile(r"Apply complete: (\d+) created")
 
@@ -46,9 +47,9 @@ def test_simultaneous_applies_never_duplicate(
     """``count`` applies started at once: each either did the work, found nothing left to
     do, or failed naming the lock; the tokens were created exactly once in all."""
     api = local_api_factory(faults=Faults(latency_ms=20))
-    ws = Workspace(api, tmp_path)
-    ws.declare([token_spec(f"race-{n}") for n in range(40)])
-    processes = [CliProcess(*ws.apply_args(parallelism=2), home=ws.home) for _ in range(count)]
+    ws = user_workspace(tmp_path, api)
+    ws.declare(*(token(f"race-{n}") for n in range(40)))
+    processes = [CliProcess(*ws.apply_args(parallelism=2), cwd=ws.root) for _ in range(count)]
     results = [p.finish(120) for p in processes]
     ws.record()
 
@@ -78,16 +79,16 @@ def test_applies_during_an_apply_fail_naming_the_holder_or_wait(
     # Each request of the holder takes 2 s until the others are done, so it surely holds the
     # lock meanwhile however slow the machine; then the API speeds up and it finishes.
     api = local_api_factory(faults=Faults(latency_ms=20))
-    ws = Workspace(api, tmp_path)
-    ws.declare([token_spec(f"held-{n}") for n in range(50)])
-    holder = CliProcess(*ws.apply_args(parallelism=1), home=ws.home)
+    ws = user_workspace(tmp_path, api)
+    ws.declare(*(token(f"held-{n}") for n in range(50)))
+    holder = CliProcess(*ws.apply_args(parallelism=1), cwd=ws.root)
     assert holder.wait_for_output(lambda line: line.startswith("Applying"), 30), holder.finish()
     api.set_faults(latency_ms=2000)
 
     started = time.monotonic()
-    impatient = [CliProcess(*ws.apply_args(), home=ws.home) for _ in range(5)]
-    patient = [CliProcess(*ws.apply_args("--lock-timeout", "2m"), home=ws.home) for _ in range(2)]
-    reader = CliProcess(*ws.plan_args("--lock=false"), home=ws.home)
+    impatient = [CliProcess(*ws.apply_args(), cwd=ws.root) for _ in range(5)]
+    patient = [CliProcess(*ws.apply_args("--lock-timeout", "2m"), cwd=ws.root) for _ in range(2)]
+    reader = CliProcess(*ws.plan_args("--lock=false"), cwd=ws.root)
     refusals = [p.finish(60) for p in impatient]
     reading = reader.finish(60)
     refusal_time = time.monotonic() - started

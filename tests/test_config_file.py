@@ -157,7 +157,7 @@ def test_cli_reports_a_bad_file_without_traceback(
 
 
 def test_an_unknown_updates_mode_names_the_file_line_and_the_fix(tmp_path: Path) -> None:
-    from clihelpers import run_cli
+    from support.cli import run_cli_subprocess
 
     (tmp_path / CONFIG_FILE_NAME).write_text("updates: sometimes\n", encoding="utf-8")
     (tmp_path / "manifests").mkdir()
@@ -165,7 +165,7 @@ def test_an_unknown_updates_mode_names_the_file_line_and_the_fix(tmp_path: Path)
         "tokens:\n  - name: reader\n    scopes: [api]\n", encoding="utf-8"
     )
 
-    result = run_cli("--endpoint", "local", "plan", cwd=tmp_path)
+    result = run_cli_subprocess("--endpoint", "local", "plan", cwd=tmp_path)
 
     assert result.exit_code == 1, result
     assert f"{CONFIG_FILE_NAME}:1: updates must be in-place or replace" in result.stderr

@@ -9,28 +9,20 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LocalApiFactory
-from deliverhelpers import (
-    CLEARED_ENV,
-    CREATE_ROUTE,
-    Stores,
-    StoreWorkspace,
-    store_ws,
-    stores,
-    token,
-)
-from leakcheck import REGISTRY
-from openbao_server import start_openbao
-from test_destinations_aws import AuthMoto, auth_moto
-
-__all__ = ["auth_moto", "store_ws", "stores"]  # fixtures used by name below
+from support.cli import run_cli_subprocess
+from support.leaks import REGISTRY
+from support.local_api import LocalApiFactory
+from support.moto import CLEARED_ENV, AuthMoto
+from support.openbao import start_openbao
+from support.stores import Stores, StoreWorkspace
+from support.workspace import CREATE_ROUTE, token
 
 
 def test_apply_delivers_every_value_to_vault_and_aws(store_ws: StoreWorkspace) -> None:
     ws = store_ws
     ws.declare(token("alpha"), token("beta", expires="30d"))
     copy = ws.root / "new-tokens.json"  # a file beside the stores keeps working as before
-    result = ws.apply(ws.vault, ws.aws, str(copy))
+    result = ws.apply(to=[ws.vault, ws.aws, str(copy)])
     assert result.code == 0, result
     assert f"deliver to: {copy}" in result.out
     assert f"deliver to: {ws.vault}" in result.out  # the plan names each destination
@@ -79,7 +71,7 @@ def test_a_store_that_refuses_stops_the_run_before_any_create(
             env["AWS_SECRET_ACCESS_KEY"] = "unknown" + secrets.token_urlsafe(30)
             REGISTRY.add_secret(env["AWS_SECRET_ACCESS_KEY"], "aws-secret-key")
     ws.api.reset_stats()
-    result = ws.apply(*destinations, env=env)
+    result = ws.apply(to=destinations, env=env)
     assert result.code == 1, result
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.err, result
@@ -98,7 +90,7 @@ def test_a_store_failing_mid_run_leaves_no_owned_token_without_its_value(
     ws = store_ws
     ws.declare(token("alpha"), token("beta"))
     failing = 'exec:test "$RECONCILER_TOKEN_NAME" != beta || { echo store says no >&2; exit 7; }'
-    result = ws.apply(ws.vault, failing, extra=("--parallelism", "1"))
+    result = ws.apply("--parallelism", "1", to=[ws.vault, failing])
     assert result.code == 1, result
     assert "exec:" in result.text and "store says no" in result.text, result
     assert "put back: vault://" in result.text, result
@@ -109,7 +101,7 @@ def test_a_store_failing_mid_run_leaves_no_owned_token_without_its_value(
     assert alpha is not None and ws.authenticates(alpha["token"])
     assert ws.vault_document("beta") is None  # the new secret removed again
 
-    again = ws.apply(ws.vault)
+    again = ws.apply(to=[ws.vault])
     assert again.code == 0, again
     beta = ws.vault_document("beta")
     assert beta is not None and beta["uid"] == ws.owned()["beta"]
@@ -129,7 +121,7 @@ def test_a_store_that_stops_mid_run(store_ws: StoreWorkspace, tmp_path: Path) ->
         pid = bao.process.pid
         kill = f'exec:[ "$RECONCILER_TOKEN_NAME" != alpha ] || {{ kill -9 {pid}; sleep 1; }}'
         env = {"VAULT_ADDR": bao.url, "VAULT_TOKEN": bao.root_token}
-        result = ws.apply(ws.vault, kill, extra=("--parallelism", "1"), env=env)
+        result = ws.apply("--parallelism", "1", to=[ws.vault, kill], env=env)
     finally:
         bao.stop()
     assert result.code == 1, result
@@ -138,7 +130,7 @@ def test_a_store_that_stops_mid_run(store_ws: StoreWorkspace, tmp_path: Path) ->
     assert [t.name for t in ws.live()] == ["alpha"]
     ws.assert_converged_cleanly()
     # The next apply, with the store back (the shared server), converges beta.
-    again = ws.apply(ws.vault)
+    again = ws.apply(to=[ws.vault])
     assert again.code == 0, again
     beta = ws.vault_document("beta")
     assert beta is not None and ws.authenticates(beta["token"])
@@ -150,7 +142,7 @@ def test_deliver_to_in_a_manifest_replaces_the_runs_list(store_ws: StoreWorkspac
     plan = ws.run("plan")
     assert plan.code == 0, plan
     assert f"deliver to: {ws.vault}" in plan.out, plan
-    result = ws.apply(ws.aws)
+    result = ws.apply(to=[ws.aws])
     assert result.code == 0, result
     assert ws.vault_document("alpha") is not None and ws.aws_document("alpha") is None
     assert ws.aws_document("beta") is not None and ws.vault_document("beta") is None
@@ -161,11 +153,11 @@ def test_deliver_to_in_a_manifest_replaces_the_runs_list(store_ws: StoreWorkspac
 def test_deliver_to_alone_needs_no_secrets_out(store_ws: StoreWorkspace) -> None:
     ws = store_ws
     ws.declare(token("alpha", deliver_to=[ws.vault]))
-    result = ws.apply()
+    result = ws.apply(to=())
     assert result.code == 0, result
     assert ws.vault_document("alpha") is not None
     ws.declare(token("alpha", deliver_to=[ws.vault]), token("beta"))
-    refused = ws.apply()
+    refused = ws.apply(to=())
     assert refused.code == 1 and "--discard-secrets" in refused.err, refused
     assert "beta" not in ws.owned()
 
@@ -176,11 +168,11 @@ def test_secrets_in_reconciler_yaml(store_ws: StoreWorkspace) -> None:
     (ws.root / "reconciler.yaml").write_text(f"secrets:\n  - {ws.vault}\n", encoding="utf-8")
     plan = ws.run("plan")
     assert f"deliver to: {ws.vault}" in plan.out, plan
-    result = ws.apply()
+    result = ws.apply(to=())
     assert result.code == 0, result
     assert ws.vault_document("alpha") is not None
     (ws.root / "reconciler.yaml").write_text("secrets:\n  - vault://\n", encoding="utf-8")
-    bad = ws.apply()
+    bad = ws.apply(to=())
     assert bad.code == 1 and "reconciler.yaml:2" in bad.err, bad
     assert "Traceback" not in bad.err
 
@@ -188,7 +180,7 @@ def test_secrets_in_reconciler_yaml(store_ws: StoreWorkspace) -> None:
 def test_a_mistyped_destination_is_one_line_and_changes_nothing(store_ws: StoreWorkspace) -> None:
     ws = store_ws
     ws.declare(token("alpha"))
-    result = ws.apply("vualt://secret/x")
+    result = ws.apply(to=["vualt://secret/x"])
     assert result.code == 1 and len(result.err.strip().splitlines()) == 1, result
     assert "unknown destination" in result.err
     assert ws.live() == []
@@ -202,7 +194,7 @@ def test_exec_success_gets_the_value_and_the_token_fields(store_ws: StoreWorkspa
         f"exec:cat > {out}.value; env | grep ^RECONCILER_TOKEN_ | sort > {out}.env; "
         'echo "got $(cat {out}.value)"'.replace("{out}", str(out))
     )
-    result = ws.apply(command)
+    result = ws.apply(to=[command])
     assert result.code == 0, result
     value = out.with_suffix(".value").read_text()
     assert ws.authenticates(value) and not value.endswith("\n")
@@ -216,7 +208,7 @@ def test_exec_success_gets_the_value_and_the_token_fields(store_ws: StoreWorkspa
 def test_exec_failure_deletes_the_new_token(store_ws: StoreWorkspace) -> None:
     ws = store_ws
     ws.declare(token("alpha"))
-    result = ws.apply("exec:echo cannot reach the vault >&2; exit 3")
+    result = ws.apply(to=["exec:echo cannot reach the vault >&2; exit 3"])
     assert result.code == 1, result
     assert "exec:echo cannot reach the vault" in result.err and "3" in result.err, result
     assert ws.owned() == {} and ws.live() == [] and ws.pending() == []
@@ -226,7 +218,7 @@ def test_exec_that_hangs_is_killed_after_the_timeout(store_ws: StoreWorkspace) -
     ws = store_ws
     ws.declare(token("alpha"))
     started = time.monotonic()
-    result = ws.apply("exec:sleep 60", extra=("--exec-timeout", "1"), timeout=60)
+    result = ws.apply("--exec-timeout", "1", to=["exec:sleep 60"], timeout=60)
     assert time.monotonic() - started < 30
     assert result.code == 1 and "did not finish within 1 s" in result.err, result
     assert ws.owned() == {} and ws.live() == []
@@ -245,11 +237,11 @@ def test_a_rotation_keeps_the_previous_value_as_the_previous_version(
         monkeypatch.delenv(name, raising=False)
     ws = StoreWorkspace(tmp_path / "ws", local_api_factory(allow_duplicate_names=True), stores)
     ws.declare(token("alpha"))
-    assert ws.apply(ws.vault, ws.aws).code == 0
+    assert ws.apply(to=[ws.vault, ws.aws]).code == 0
     first = ws.vault_document("alpha")
     ws.declare({"name": "alpha", "scopes": ["api", "read_organization"]})
     # A scope change is an update in place; --updates replace makes it a new generation.
-    result = ws.apply(ws.vault, ws.aws, extra=("--force", "--updates", "replace"))
+    result = ws.apply("--force", "--updates", "replace", to=[ws.vault, ws.aws])
     assert result.code == 0, result
     current = ws.vault_document("alpha")
     assert first is not None and current is not None
@@ -319,15 +311,13 @@ def test_a_saved_plan_keeps_each_tokens_deliver_to(store_ws: StoreWorkspace) -> 
 def test_destination_mistakes_in_manifests_and_config_name_file_and_line(
     tmp_path: Path,
 ) -> None:
-    from clihelpers import run_cli
-
     (tmp_path / "manifests").mkdir()
     (tmp_path / "manifests" / "t.yaml").write_text(
         "tokens:\n  - name: a\n    scopes: [api]\n    deliver_to: ['vualt://x']\n"
         "  - name: b\n    scopes: [api]\n    deliver_to: []\n",
         encoding="utf-8",
     )
-    result = run_cli("validate", cwd=tmp_path)
+    result = run_cli_subprocess("validate", cwd=tmp_path)
     assert result.exit_code == 1 and "Traceback" not in result.stderr, result
     assert "manifests/t.yaml:4: token 'a': deliver_to: 'vualt://x': unknown destination" in (
         result.stderr
@@ -337,8 +327,9 @@ def test_destination_mistakes_in_manifests_and_config_name_file_and_line(
         "tokens:\n  - {name: a, scopes: [api]}\n", encoding="utf-8"
     )
     (tmp_path / "reconciler.yaml").write_text("secrets:\n  - 'exec:'\n", encoding="utf-8")
-    applied = run_cli("--endpoint", "local", "--state", "s.json", "apply", "--auto-approve",
-                      cwd=tmp_path)  # fmt: skip
+    applied = run_cli_subprocess(
+        "--endpoint", "local", "--state", "s.json", "apply", "--auto-approve", cwd=tmp_path
+    )
     assert applied.exit_code == 1, applied
     assert "reconciler.yaml:2: secrets[0]: 'exec:': no command after exec:" in applied.stderr
     assert not (tmp_path / "s.json").exists()

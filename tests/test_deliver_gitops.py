@@ -8,26 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ciemulator import GitHubRun, GitLabPipeline, git
-from conftest import LocalApi
-from deliverhelpers import Stores, stores
-from leakcheck import REGISTRY
-from test_destinations_aws import AWS_ENV, REGION
-from test_gitops import (
+from support.ci_docs import (
     AUDIT,
     DEPLOYER,
     GRAFANA,
     NIGHTLY,
     Hosted,
-    _assert_all_ran,
-    _doc_blocks,
-    _push,
-    _remote_state,
-    _secret_works,
-    hosted,
+    assert_all_ran,
+    doc_blocks,
+    push,
+    remote_state,
+    secret_works,
 )
-
-__all__ = ["hosted", "stores"]  # fixtures used by name below
+from support.ci_emulator import GitHubRun, GitLabPipeline, git
+from support.leaks import REGISTRY
+from support.local_api import LocalApi
+from support.moto import AWS_ENV, REGION
+from support.stores import Stores
 
 ROLE = "arn:aws:iam::123456789012:role/reconciler"
 
@@ -60,8 +57,8 @@ def test_documented_github_apply_job_delivers_to_vault_and_aws(
 ) -> None:
     machine, remote, tokens = hosted
     dev = tokens.root
-    workflow = yaml.safe_load(_doc_blocks()["github-workflow"][1])
-    variant = yaml.safe_load(_doc_blocks()["github-stores"][1])
+    workflow = yaml.safe_load(doc_blocks()["github-workflow"][1])
+    variant = yaml.safe_load(doc_blocks()["github-stores"][1])
     workflow["jobs"]["apply"] = variant["jobs"]["apply"]
     aws_login = {
         "AWS_ACCESS_KEY_ID": AWS_ENV["AWS_ACCESS_KEY_ID"],
@@ -102,34 +99,34 @@ def test_documented_github_apply_job_delivers_to_vault_and_aws(
     logs = "\n".join(apply.logs)
     assert "Apply complete: 3 created." in logs
     assert "emulated login" in logs
-    owned = _remote_state(remote)
+    owned = remote_state(remote)
     assert sorted(owned) == ["ci-deployer", "grafana-reader", "nightly"]
     for name, uid in owned.items():
         vault, aws = _vault_value(stores, name), _aws_value(stores, name)
         assert vault == aws and vault["uid"] == uid
-        assert _secret_works(local_api, vault["token"], uid)
+        assert secret_works(local_api, vault["token"], uid)
     assert not machine.calls("gh")  # nothing is copied from a file
     _no_secrets_file(machine.root)
 
     # A token added later is delivered too; the others are left as they are.
-    tokens.manifest(DEPLOYER, GRAFANA, NIGHTLY, AUDIT)
-    _push(dev, machine, "main")
+    tokens.declare(DEPLOYER, GRAFANA, NIGHTLY, AUDIT)
+    push(dev, machine, "main")
     before = _vault_value(stores, "ci-deployer")
     later = run("push")
     assert later.run("plan").outputs == {"changes": "true"}
     assert later.run("apply").status == "success"
     audit = _vault_value(stores, "audit")
-    assert _secret_works(local_api, audit["token"], _remote_state(remote)["audit"])
+    assert secret_works(local_api, audit["token"], remote_state(remote)["audit"])
     assert _vault_value(stores, "ci-deployer") == before
-    _assert_all_ran(_doc_blocks()["github-stores"][1], machine)
+    assert_all_ran(doc_blocks()["github-stores"][1], machine)
 
 
 def test_documented_gitlab_apply_job_delivers_to_vault(
     hosted: Hosted, local_api: LocalApi, stores: Stores
 ) -> None:
     machine, remote, tokens = hosted
-    config = yaml.safe_load(_doc_blocks()["gitlab-ci"][1])
-    config["apply"] = yaml.safe_load(_doc_blocks()["gitlab-stores"][1])["apply"]
+    config = yaml.safe_load(doc_blocks()["gitlab-ci"][1])
+    config["apply"] = yaml.safe_load(doc_blocks()["gitlab-stores"][1])["apply"]
     host, path = "gitlab.example.com", "group/tokens"
     REGISTRY.add_secret(stores.bao.root_token, "vault token (VAULT_TOKEN)")
     machine.answer("vault", stores.bao.root_token)  # what the JWT login returns
@@ -169,10 +166,10 @@ def test_documented_gitlab_apply_job_delivers_to_vault(
         "role=reconciler",
         "jwt=emulated-id-token-for-reconciler",
     ]
-    owned = _remote_state(remote)
+    owned = remote_state(remote)
     assert sorted(owned) == ["ci-deployer", "grafana-reader", "nightly"]
     for name, uid in owned.items():
         document = _vault_value(stores, name)
-        assert document["uid"] == uid and _secret_works(local_api, document["token"], uid)
+        assert document["uid"] == uid and secret_works(local_api, document["token"], uid)
     _no_secrets_file(machine.root)
-    _assert_all_ran(_doc_blocks()["gitlab-stores"][1], machine)
+    assert_all_ran(doc_blocks()["gitlab-stores"][1], machine)

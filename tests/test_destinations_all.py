@@ -4,15 +4,14 @@ at once: every copy read back authenticates, and a rotation keeps the old one pr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUTH_HEADER, LocalApi
-from leakcheck import REGISTRY
-from openbao_server import OpenBao, start_openbao
-from test_destinations_aws import AWS_ENV, CLEARED_ENV, Moto, start_moto
+from support.local_api import AUTH_HEADER, LocalApi
+from support.moto import AWS_ENV, CLEARED_ENV, Moto
+from support.openbao import OpenBao
+from support.stores import Stores
 
 from reconciler.api.client import ApiToken, ApiTokenAPI, RestClient
 from reconciler.destinations import (
@@ -24,25 +23,9 @@ from reconciler.destinations import (
 )
 
 
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpenBao, Moto]]:
-    bao = start_openbao(tmp_path_factory.mktemp("openbao-all"))
-    REGISTRY.add_secret(bao.root_token, "vault-root-token")
-    try:
-        moto = start_moto(tmp_path_factory.mktemp("moto-all"))
-        try:
-            yield bao, moto
-        finally:
-            moto.stop()
-    finally:
-        bao.stop()
-
-
 @pytest.fixture
-def env(
-    stores: tuple[OpenBao, Moto], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[OpenBao, Moto]:
-    bao, moto = stores
+def env(stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[OpenBao, Moto]:
+    bao, moto = stores.bao, stores.moto
     for name in (*CLEARED_ENV, "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_CAPATH"):
         monkeypatch.delenv(name, raising=False)
     for name, value in AWS_ENV.items():
@@ -53,7 +36,7 @@ def env(
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("VAULT_ADDR", bao.url)
     monkeypatch.setenv("VAULT_TOKEN", bao.root_token)
-    return stores
+    return bao, moto
 
 
 def create(local_api: LocalApi, name: str) -> ApiToken:

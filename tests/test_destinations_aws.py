@@ -1,4 +1,4 @@
-"""aws-sm:// destinations against moto's server (tests/moto_server.py) in its own process.
+"""aws-sm:// destinations against moto's server (tests/support/moto.py) in its own process.
 
 boto3 finds the server through ``AWS_ENDPOINT_URL_SECRETS_MANAGER`` alone (the
 destination passes no endpoint), which is what a user's CI sets. A second moto server
@@ -10,71 +10,27 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from leakcheck import REGISTRY
-from processes import free_port, launch_moto
+from support.leaks import REGISTRY
+from support.moto import AWS_ENV, CLEARED_ENV, REGION, AuthMoto, Moto, start_moto
+from support.ports import free_port
 
 from reconciler.destinations import Delivery, deliver_all, parse_destination
 from reconciler.destinations.aws_sm import SecretsManagerDestination
 from reconciler.destinations.exec import ExecDestination
 from reconciler.errors import DeliveryAbortedError, DestinationCheckError
 
-TESTS = Path(__file__).parent
-REGION = "us-east-1"
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
-    "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-CLEARED_ENV = (
-    "AWS_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_REGION",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-)
-
-
-@dataclass
-class Moto:
-    url: str
-    process: subprocess.Popen[bytes]
-
-    def client(self, service: str = "secretsmanager", **keys: str) -> Any:
-        return boto3.session.Session().client(
-            service,
-            endpoint_url=self.url,
-            region_name=REGION,
-            aws_access_key_id=keys.get("key", AWS_ENV["AWS_ACCESS_KEY_ID"]),
-            aws_secret_access_key=keys.get("secret", AWS_ENV["AWS_SECRET_ACCESS_KEY"]),
-        )
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=30)
-
-
-def start_moto(directory: Path, **env: str) -> Moto:
-    url, process, _log = launch_moto(directory, {**AWS_ENV, **env})
-    return Moto(url=url, process=process)
-
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
-    server = start_moto(tmp_path_factory.mktemp("moto-sm"))
+    server = start_moto(tmp_path_factory.mktemp("moto-sm"), AWS_ENV, service="secretsmanager")
     try:
         yield server
     finally:
@@ -199,43 +155,6 @@ def test_failure_after_a_first_delivery_deletes_the_new_secret(moto: Moto) -> No
 
 
 # ---------------------------------------------------------------------------- check
-
-
-@dataclass
-class AuthMoto:
-    server: Moto
-    writer: dict[str, str]
-    nobody: dict[str, str]
-
-
-@pytest.fixture(scope="module")
-def auth_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
-    """moto enforcing IAM after its set-up requests: a writer and a user with no policy."""
-    setup_actions = 5
-    server = start_moto(
-        tmp_path_factory.mktemp("moto-sm-auth"), INITIAL_NO_AUTH_ACTION_COUNT=str(setup_actions)
-    )
-    try:
-        iam = server.client("iam")
-        users = {}
-        for user in ("writer", "nobody"):  # 2 requests each
-            iam.create_user(UserName=user)
-            key = iam.create_access_key(UserName=user)["AccessKey"]
-            users[user] = {
-                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
-            }
-            REGISTRY.add_secret(key["SecretAccessKey"], "aws-secret-key")
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "secretsmanager:*", "Resource": "*"}],
-        }
-        iam.put_user_policy(  # 5
-            UserName="writer", PolicyName="sm", PolicyDocument=json.dumps(policy)
-        )
-        yield AuthMoto(server=server, writer=users["writer"], nobody=users["nobody"])
-    finally:
-        server.stop()
 
 
 def use(monkeypatch: pytest.MonkeyPatch, auth_moto: AuthMoto, keys: dict[str, str]) -> None:

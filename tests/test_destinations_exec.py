@@ -17,7 +17,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 import pytest
-from leakcheck import REGISTRY
+from support.leaks import REGISTRY
 
 from reconciler.destinations import (
     Delivery,

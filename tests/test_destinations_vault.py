@@ -17,9 +17,9 @@ from typing import Any
 import hvac
 import hvac.exceptions
 import pytest
-from leakcheck import REGISTRY
-from openbao_server import OpenBao, start_openbao
-from processes import free_port
+from support.leaks import REGISTRY
+from support.openbao import OpenBao, start_openbao
+from support.ports import free_port
 
 from reconciler.destinations import Delivery, deliver_all, parse_destination
 from reconciler.destinations.exec import ExecDestination

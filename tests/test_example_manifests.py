@@ -18,10 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from clihelpers import run_cli
-
-ROOT = Path(__file__).resolve().parent.parent
-TESTS = Path(__file__).resolve().parent
+from support import REPO, TESTS
+from support.cli import run_cli_subprocess
 
 
 def _committed(destination: Path, *paths: str) -> Path:
@@ -30,7 +28,7 @@ def _committed(destination: Path, *paths: str) -> Path:
     git = shutil.which("git")
     inside = git is not None and (
         subprocess.run(
-            [git, "-C", str(ROOT), "rev-parse", "--is-inside-work-tree"],
+            [git, "-C", str(REPO), "rev-parse", "--is-inside-work-tree"],
             capture_output=True,
             text=True,
             check=False,
@@ -39,19 +37,19 @@ def _committed(destination: Path, *paths: str) -> Path:
     )
     if git is not None and inside:
         listed = subprocess.run(
-            [git, "-C", str(ROOT), "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *paths],
+            [git, "-C", str(REPO), "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *paths],
             capture_output=True,
             check=True,
         ).stdout
         for name in filter(None, listed.decode("utf-8").split("\0")):
             blob = subprocess.run(
-                [git, "-C", str(ROOT), "show", f"HEAD:{name}"], capture_output=True, check=True
+                [git, "-C", str(REPO), "show", f"HEAD:{name}"], capture_output=True, check=True
             ).stdout
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             (destination / name).write_bytes(blob)
     else:
         for path in paths:
-            shutil.copytree(ROOT / path, destination / path)
+            shutil.copytree(REPO / path, destination / path)
     return destination
 
 
@@ -61,7 +59,7 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def test_repository_example_manifests_validate(checkout: Path) -> None:
-    result = run_cli("validate", "manifests/", cwd=checkout)
+    result = run_cli_subprocess("validate", "manifests/", cwd=checkout)
     assert result.exit_code == 0, result
     assert result.stdout.endswith(": valid.\n"), result
 
@@ -69,7 +67,7 @@ def test_repository_example_manifests_validate(checkout: Path) -> None:
 def test_readme_walkthrough_starts_from_the_example(checkout: Path) -> None:
     """The README's quickstart creates these three tokens, and its walk-through then drops
     read_organization from grafana-reader and removes quarterly-audit."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     example = yaml.safe_load((checkout / "manifests" / "example.yaml").read_text("utf-8"))
     tokens = {token["name"]: token for token in example["tokens"]}
     assert sorted(tokens) == ["ci-deployer", "grafana-reader", "quarterly-audit"]
@@ -95,9 +93,9 @@ def test_example_points_editors_at_the_schema(checkout: Path) -> None:
 def test_no_other_test_reads_the_repository_manifests() -> None:
     reads_manifests = re.compile(r"""(ROOT|REPO)\s*/\s*["']manifests|["']manifests/example""")
     offenders = [
-        f"{path.relative_to(ROOT)}:{number}"
-        for path in sorted(TESTS.glob("*.py"))
-        if path.name != Path(__file__).name
+        f"{path.relative_to(REPO)}:{number}"
+        for path in sorted(TESTS.rglob("*.py"))
+        if path != Path(__file__).resolve()
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if reads_manifests.search(line)
     ]

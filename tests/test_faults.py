@@ -4,22 +4,23 @@ with a secret nobody received."""
 
 from __future__ import annotations
 
-import socket
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from convergence import Workspace, check_converged, check_no_changes, token_spec
-from leakcheck import run_cli_subprocess
+from support.cli import CliResult, run_cli_subprocess
+from support.convergence import check_converged, check_no_changes, user_workspace
+from support.ports import free_port
+from support.workspace import Workspace, token
 
 from reconciler.server.faults import Faults
 from reconciler.state.backends.local import LocalStateBackend
 from reconciler.state.model import PendingCreate
 
 if TYPE_CHECKING:
-    from conftest import LocalApi, LocalApiFactory
+    from support.local_api import LocalApi, LocalApiFactory
 
 SEED = 7321
 
@@ -32,13 +33,28 @@ def _converge_under(
     ws.api.reset_stats()
     ws.api.set_faults(**faults)
     try:
-        results = ws.converge(*extra, runs=runs)
+        results = _apply_until_it_succeeds(ws, *extra, runs=runs)
     finally:
         injected: dict[str, int] = dict(ws.api.stats()["faults"])
         ws.api.reset_faults()
     check_no_changes(ws)
     check_converged(ws)
     return len(results), injected
+
+
+def _apply_until_it_succeeds(ws: Workspace, *extra: str, runs: int) -> list[CliResult]:
+    """Apply until one run succeeds (at most ``runs``); returns every run."""
+    results: list[CliResult] = []
+    for _ in range(runs):
+        result = ws.apply(*extra)
+        results.append(result)
+        assert "Traceback" not in result.err, result
+        if result.code == 0:
+            return results
+        assert result.code == 1, result
+    raise AssertionError(
+        f"apply did not converge in {runs} runs; last:\n{results[-1]}\napi stats: {ws.api.stats()}"
+    )
 
 
 # ---------------------------------------------------------------- ambiguous creates
@@ -59,15 +75,15 @@ def test_ambiguous_creates_deliver_every_secret_exactly_once(
     """The create committed but its answer was lost (dropped connection, or a 5xx after the
     commit): the orphan is found and deleted, the create retried, and in the end every live
     token's value is in the secrets file and authenticates as that token."""
-    ws = Workspace(local_api, tmp_path)
-    ws.declare([token_spec(f"amb-{n}") for n in range(30)])
+    ws = user_workspace(tmp_path, local_api)
+    ws.declare(*(token(f"amb-{n}") for n in range(30)))
     _runs, injected = _converge_under(ws, faults)
     assert injected.get("lost_create", 0) + injected.get("error_after_create", 0) >= 3, injected
 
     # Replacements go through the same create path (under a NAME-2 live name, proven,
     # the previous generation kept through an overlap): change every scope, under faults.
     ws.declare(
-        [token_spec(f"amb-{n}", scopes=("api", "read_cluster"), overlap="1h") for n in range(30)]
+        *[token(f"amb-{n}", scopes=("api", "read_cluster"), overlap="1h") for n in range(30)]
     )
     _converge_under(ws, faults, "--force", "--updates", "replace")
 
@@ -75,8 +91,8 @@ def test_ambiguous_creates_deliver_every_secret_exactly_once(
 def test_a_lost_create_is_cleaned_up_within_the_same_run(
     local_api: LocalApi, tmp_path: Path
 ) -> None:
-    ws = Workspace(local_api, tmp_path)
-    ws.declare([token_spec("only")])
+    ws = user_workspace(tmp_path, local_api)
+    ws.declare(token("only"))
     local_api.set_faults(lose_next_creates=1)
     result = ws.apply()
     assert result.code == 0, result
@@ -92,8 +108,8 @@ def test_an_ambiguous_create_that_keeps_failing_is_finished_by_the_next_run(
     """Every attempt of this run is answered 503 after the commit: the run fails naming
     the problem, state remembers the pending create, and the next run deletes the orphan
     before creating the token whose secret it delivers."""
-    ws = Workspace(local_api, tmp_path)
-    ws.declare([token_spec("stubborn")])
+    ws = user_workspace(tmp_path, local_api)
+    ws.declare(token("stubborn"))
     local_api.set_faults(error_after_next_creates=100)
     first = ws.apply()
     local_api.reset_faults()
@@ -133,26 +149,26 @@ def test_apply_converges_on_a_faulty_api(
         "error_after_create_rate": rate / 2,
         "seed": SEED,
     }
-    ws = Workspace(local_api, tmp_path)
+    ws = user_workspace(tmp_path, local_api)
     names = [f"flaky-{n}" for n in range(16)]
     report: list[str] = []
 
-    ws.declare([token_spec(n) for n in names])
+    ws.declare(*(token(n) for n in names))
     runs, injected = _converge_under(ws, faults)
     report.append(f"create: {runs} runs, {injected}")
 
     # Rotations into new generations (previous ones kept through an overlap), in-place
     # updates, deletes and creates.
     ws.declare(
-        [{**token_spec(n, overlap="1h"), "expires": "30d"} for n in names[:6]]
-        + [token_spec(n, description="updated in place") for n in names[6:9]]
-        + [token_spec(n) for n in names[9:13]]
-        + [token_spec(f"flaky-new-{k}") for k in range(4)]
+        *[{**token(n, overlap="1h"), "expires": "30d"} for n in names[:6]]
+        + [token(n, description="updated in place") for n in names[6:9]]
+        + [token(n) for n in names[9:13]]
+        + [token(f"flaky-new-{k}") for k in range(4)]
     )
     runs, injected = _converge_under(ws, {**faults, "seed": SEED + 1}, "--force")
     report.append(f"change: {runs} runs, {injected}")
 
-    ws.declare([token_spec(names[10])])
+    ws.declare(token(names[10]))
     runs, injected = _converge_under(ws, {**faults, "seed": SEED + 2}, "--force")
     report.append(f"shrink: {runs} runs, {injected}")
     with capsys.disabled():
@@ -160,8 +176,8 @@ def test_apply_converges_on_a_faulty_api(
 
 
 def test_retry_after_is_honoured(local_api: LocalApi, tmp_path: Path) -> None:
-    ws = Workspace(local_api, tmp_path)
-    ws.declare([token_spec("patient")])
+    ws = user_workspace(tmp_path, local_api)
+    ws.declare(token("patient"))
     local_api.set_faults(fail_next=2, fail_status=429, retry_after=1)
     started = time.monotonic()
     result = ws.apply()
@@ -173,8 +189,8 @@ def test_retry_after_is_honoured(local_api: LocalApi, tmp_path: Path) -> None:
 
 
 def test_persistent_5xx_fails_with_the_trace_id(local_api: LocalApi, tmp_path: Path) -> None:
-    ws = Workspace(local_api, tmp_path)
-    ws.declare([token_spec("doomed")])
+    ws = user_workspace(tmp_path, local_api)
+    ws.declare(token("doomed"))
     # 500 is not retried (503 is, with backoff: test_client covers that), so this is quick.
     local_api.set_faults(error_rate=1.0, error_status=500)
     result = ws.apply()
@@ -187,23 +203,16 @@ def test_persistent_5xx_fails_with_the_trace_id(local_api: LocalApi, tmp_path: P
 # ---------------------------------------------------------------- the API is down
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize("command", ["plan", "apply"])
 def test_api_down_fails_fast_and_clearly(
     command: str, local_api_factory: LocalApiFactory, tmp_path: Path
 ) -> None:
-    ws = Workspace(local_api_factory(), tmp_path)
-    ws.declare([token_spec("unreachable")])
+    ws = user_workspace(tmp_path, local_api_factory())
+    ws.declare(token("unreachable"))
     args = ws.apply_args() if command == "apply" else ws.plan_args()
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     args[args.index(ws.api.url)] = url
-    result = run_cli_subprocess(*args, home=tmp_path, timeout=60)
+    result = run_cli_subprocess(*args, cwd=tmp_path, timeout=60)
     assert result.code == 1, result
     assert result.seconds < 5, f"took {result.seconds:.1f}s to notice the API is down"
     assert "Traceback" not in result.err, result
@@ -215,8 +224,8 @@ def test_api_down_fails_fast_and_clearly(
 
 def test_faults_can_be_given_at_start(local_api_factory: LocalApiFactory, tmp_path: Path) -> None:
     api = local_api_factory(faults=Faults(error_after_next_creates=1))
-    ws = Workspace(api, tmp_path)
-    ws.declare([token_spec("early")])
+    ws = user_workspace(tmp_path, api)
+    ws.declare(token("early"))
     result = ws.apply()
     assert result.code == 0, result
     assert api.stats()["faults"] == {"error_after_create": 1}
@@ -229,10 +238,10 @@ def test_a_stale_pending_create_never_deletes_a_token_made_later_by_hand(
     """A create recorded as pending whose request never reached the API (the run died, or
     the API was down) leaves the pending entry behind. A token of that name made by
     someone else much later is theirs: it must not be taken for the lost create's orphan."""
-    ws = Workspace(local_api, tmp_path)
-    ws.declare([token_spec("kept")])
+    ws = user_workspace(tmp_path, local_api)
+    ws.declare(token("kept"))
     assert ws.apply().code == 0
-    backend = LocalStateBackend(ws.state)
+    backend = LocalStateBackend(ws.state_path)
     state = backend.read()
     assert state is not None
     long_ago = datetime.now(timezone.utc) - timedelta(hours=3)

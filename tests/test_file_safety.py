@@ -18,53 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from clihelpers import CliResult, run_cli
-from conftest import LocalApi, LocalApiFactory
-
-CREATE_ROUTE = "POST /api/v1/api_tokens"
-
-
-class Repo:
-    """manifests/, state/ and a secrets file, wired to one local API."""
-
-    def __init__(self, root: Path, api: LocalApi) -> None:
-        self.root = root
-        self.api = api
-        (root / "manifests").mkdir(parents=True)
-        self.state = root / "state" / "tokens.state.json"
-        self.secrets = root / "secrets.json"
-
-    def declare(self, *names: str, scopes: tuple[str, ...] = ("api",)) -> None:
-        tokens = [{"name": name, "scopes": list(scopes)} for name in names]
-        text = yaml.safe_dump({"tokens": tokens})
-        (self.root / "manifests" / "tokens.yaml").write_text(text, encoding="utf-8")
-
-    def run(self, *args: str, state: Path | None = None, timeout: float = 60) -> CliResult:
-        connection = ["--endpoint", self.api.url, "--api-key", self.api.admin_key]
-        connection += ["--state", str(state or self.state)]
-        return run_cli(*connection, *args, cwd=self.root, timeout=timeout)
-
-    def apply(self, *args: str, secrets: Path | None = None, **kwargs: Any) -> CliResult:
-        out = str(secrets or self.secrets)
-        return self.run("apply", "--auto-approve", "--secrets-out", out, *args, **kwargs)
-
-    def creates(self) -> int:
-        return int(self.api.stats()["requests"].get(CREATE_ROUTE, 0))
-
-    def values(self) -> dict[str, str]:
-        data: dict[str, str] = json.loads(self.secrets.read_text(encoding="utf-8"))
-        return data
-
-    def live_names(self) -> list[str]:
-        store = self.api.store
-        records, _total = store.list_tokens(store.default_user, count=1000)
-        return sorted(record.name for record in records)
-
-
-@pytest.fixture
-def repo(tmp_path: Path, local_api: LocalApi) -> Repo:
-    return Repo(tmp_path / "repo", local_api)
+from support.cli import CliResult
+from support.workspace import Workspace, WorkspaceFactory, token
 
 
 def assert_one_line_error(result: CliResult, *fragments: str, key: str = "") -> None:
@@ -90,33 +45,35 @@ def make_device(path: Path, minor: int) -> None:
 
 
 @pytest.mark.parametrize("kind", ["fifo", "null-device", "zero-device"])
-def test_secrets_out_that_is_not_a_file_is_refused_before_any_create(repo: Repo, kind: str) -> None:
-    sink = repo.root / "sink"
+def test_secrets_out_that_is_not_a_file_is_refused_before_any_create(
+    ws: Workspace, kind: str
+) -> None:
+    sink = ws.root / "sink"
     if kind == "fifo":
         os.mkfifo(sink)
     else:
         make_device(sink, 3 if kind == "null-device" else 5)
     before = os.lstat(sink)
-    repo.declare("ci-deployer")
-    result = repo.apply(secrets=sink, timeout=30)
+    ws.declare(token("ci-deployer"))
+    result = ws.apply(to=[sink], timeout=30)
     assert_one_line_error(
-        result, f"--secrets-out {sink}", "not a regular file", key=repo.api.admin_key
+        result, f"--secrets-out {sink}", "not a regular file", key=ws.api.admin_key
     )
-    assert repo.creates() == 0 and repo.live_names() == []
+    assert ws.writes()["create"] == 0 and ws.live() == []
     after = os.lstat(sink)
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
-    assert not repo.state.with_name("tokens.state.json.lock").exists()  # lock released
-    assert repo.apply().exit_code == 0  # and the next run is not blocked
+    assert not ws.state_path.with_name("tokens.state.json.lock").exists()  # lock released
+    assert ws.apply().exit_code == 0  # and the next run is not blocked
 
 
-def test_secrets_out_symlink_is_followed_and_kept(repo: Repo) -> None:
-    real = repo.root / "vault" / "secrets.json"
+def test_secrets_out_symlink_is_followed_and_kept(ws: Workspace) -> None:
+    real = ws.root / "vault" / "secrets.json"
     real.parent.mkdir()
     real.write_text(json.dumps({"kept": "v0"}))
-    link = repo.root / "secrets-link.json"
+    link = ws.root / "secrets-link.json"
     link.symlink_to(real)
-    repo.declare("ci-deployer")
-    result = repo.apply(secrets=link)
+    ws.declare(token("ci-deployer"))
+    result = ws.apply(to=[link])
     assert result.exit_code == 0, result
     assert link.is_symlink() and link.resolve() == real.resolve()
     values = json.loads(real.read_text())
@@ -125,52 +82,54 @@ def test_secrets_out_symlink_is_followed_and_kept(repo: Repo) -> None:
     assert [p.name for p in real.parent.iterdir()] == ["secrets.json"]  # no temp left
 
 
-def test_secrets_out_symlink_to_a_device_is_refused(repo: Repo) -> None:
-    device = repo.root / "null"
+def test_secrets_out_symlink_to_a_device_is_refused(ws: Workspace) -> None:
+    device = ws.root / "null"
     make_device(device, 3)
-    link = repo.root / "secrets.json"
+    link = ws.root / "secrets.json"
     link.symlink_to(device)
-    repo.declare("ci-deployer")
-    result = repo.apply(secrets=link, timeout=30)
-    assert_one_line_error(result, "character device", key=repo.api.admin_key)
+    ws.declare(token("ci-deployer"))
+    result = ws.apply(to=[link], timeout=30)
+    assert_one_line_error(result, "character device", key=ws.api.admin_key)
     assert link.is_symlink() and stat.S_ISCHR(device.stat().st_mode)
-    assert repo.creates() == 0
+    assert ws.writes()["create"] == 0
 
 
 # ------------------------------------------------------------ the state path
 
 
-def test_symlinked_state_is_written_through_the_link(repo: Repo) -> None:
-    shared = repo.root / "shared" / "real.state.json"
+def test_symlinked_state_is_written_through_the_link(ws: Workspace) -> None:
+    shared = ws.root / "shared" / "real.state.json"
     shared.parent.mkdir()
-    repo.state.parent.mkdir()
-    repo.state.symlink_to(shared)
-    repo.declare("ci-deployer")
-    assert repo.apply().exit_code == 0
-    repo.declare("ci-deployer", "reader")
-    assert repo.apply().exit_code == 0
-    assert repo.state.is_symlink()  # not replaced by a regular file: state did not fork
+    ws.state_path.parent.mkdir()
+    ws.state_path.symlink_to(shared)
+    ws.declare(token("ci-deployer"))
+    assert ws.apply().exit_code == 0
+    ws.declare(token("ci-deployer"), token("reader"))
+    assert ws.apply().exit_code == 0
+    assert ws.state_path.is_symlink()  # not replaced by a regular file: state did not fork
     data = json.loads(shared.read_text())
     assert [t["name"] for t in data["tokens"]] == ["ci-deployer", "reader"]
     assert shared.with_name("real.state.json.backup").is_file()
-    assert sorted(p.name for p in repo.state.parent.iterdir()) == ["tokens.state.json"]
-    plan = repo.run("plan", "--detailed-exitcode")
+    assert sorted(p.name for p in ws.state_path.parent.iterdir()) == ["tokens.state.json"]
+    plan = ws.run("plan", "--detailed-exitcode")
     assert plan.exit_code == 0, plan
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
-def test_state_path_that_is_not_a_file_is_refused(repo: Repo, kind: str) -> None:
-    repo.state.parent.mkdir()
+def test_state_path_that_is_not_a_file_is_refused(ws: Workspace, kind: str) -> None:
+    ws.state_path.parent.mkdir()
     if kind == "fifo":
-        os.mkfifo(repo.state)
+        os.mkfifo(ws.state_path)
     else:
-        repo.state.mkdir()
-    repo.declare("ci-deployer")
+        ws.state_path.mkdir()
+    ws.declare(token("ci-deployer"))
     for args in (("plan",), ("apply", "--auto-approve", "--discard-secrets"), ("state", "list")):
-        result = repo.run(*args, timeout=30)
-        assert_one_line_error(result, str(repo.state), "not a regular file", key=repo.api.admin_key)
-    assert repo.creates() == 0
-    assert sorted(p.name for p in repo.state.parent.iterdir()) == ["tokens.state.json"]
+        result = ws.run(*args, timeout=30)
+        assert_one_line_error(
+            result, str(ws.state_path), "not a regular file", key=ws.api.admin_key
+        )
+    assert ws.writes()["create"] == 0
+    assert sorted(p.name for p in ws.state_path.parent.iterdir()) == ["tokens.state.json"]
 
 
 # ------------------------------------------------------------ leftovers
@@ -186,21 +145,21 @@ def dead_pid() -> int:
     return int(done.stdout)
 
 
-def test_leftover_temps_of_dead_writers_are_removed_and_others_kept(repo: Repo) -> None:
+def test_leftover_temps_of_dead_writers_are_removed_and_others_kept(ws: Workspace) -> None:
     from reconciler.util.atomicfile import _host_tag
 
-    repo.declare("ci-deployer")
-    assert repo.apply().exit_code == 0
+    ws.declare(token("ci-deployer"))
+    assert ws.apply().exit_code == 0
     pid, host = dead_pid(), _host_tag()
-    state_dir = repo.state.parent
+    state_dir = ws.state_path.parent
     ours = [
         state_dir / f".tokens.state.json.rcn-{pid}-{host}-{'a' * 12}.tmp",
         state_dir / f".tokens.state.json.backup.rcn-{pid}-{host}-{'b' * 12}.tmp",
-        repo.root / f".secrets.json.rcn-{pid}-{host}-{'c' * 12}.tmp",
-        repo.root / f".secrets.json.{pid}.tmp",  # an older release's secrets temp
+        ws.root / f".secrets.json.rcn-{pid}-{host}-{'c' * 12}.tmp",
+        ws.root / f".secrets.json.{pid}.tmp",  # an older release's secrets temp
     ]
-    live = repo.root / f".secrets.json.rcn-{os.getpid()}-{host}-{'d' * 12}.tmp"
-    foreign = [live, state_dir / ".tokens.state.json.notours.tmp", repo.root / ".other.tmp"]
+    live = ws.root / f".secrets.json.rcn-{os.getpid()}-{host}-{'d' * 12}.tmp"
+    foreign = [live, state_dir / ".tokens.state.json.notours.tmp", ws.root / ".other.tmp"]
     old_anonymous = state_dir / f".tokens.state.json.{'e' * 32}.tmp"  # an older release's
     fresh_anonymous = state_dir / f".tokens.state.json.backup.{'f' * 32}.tmp"
     for path in [*ours, *foreign, old_anonymous, fresh_anonymous]:
@@ -209,8 +168,8 @@ def test_leftover_temps_of_dead_writers_are_removed_and_others_kept(repo: Repo) 
     os.utime(old_anonymous, (two_days_ago, two_days_ago))
     ours.append(old_anonymous)
     foreign.append(fresh_anonymous)  # its writer cannot be asked: kept until it is old
-    repo.declare("ci-deployer", "reader")
-    assert repo.apply().exit_code == 0
+    ws.declare(token("ci-deployer"), token("reader"))
+    assert ws.apply().exit_code == 0
     assert [p for p in ours if p.exists()] == []
     assert all(p.exists() for p in foreign)
 
@@ -231,23 +190,23 @@ except StateError as exc:
 """
 
 
-def test_failed_state_write_leaves_backup_and_state_apart(repo: Repo) -> None:
-    repo.declare("ci-deployer")
-    assert repo.apply().exit_code == 0
-    repo.declare("ci-deployer", "reader")
-    assert repo.apply().exit_code == 0
-    before = repo.state.read_bytes()
+def test_failed_state_write_leaves_backup_and_state_apart(ws: Workspace) -> None:
+    ws.declare(token("ci-deployer"))
+    assert ws.apply().exit_code == 0
+    ws.declare(token("ci-deployer"), token("reader"))
+    assert ws.apply().exit_code == 0
+    before = ws.state_path.read_bytes()
     done = subprocess.run(
-        [sys.executable, "-c", FAILING_WRITE, str(repo.state)],
+        [sys.executable, "-c", FAILING_WRITE, str(ws.state_path)],
         capture_output=True,
         text=True,
         check=True,
     )
     assert done.stdout.startswith("refused:"), done
-    backup = repo.state.with_name("tokens.state.json.backup")
-    assert repo.state.read_bytes() == before
-    assert os.stat(repo.state).st_ino != os.stat(backup).st_ino
-    assert [p.name for p in repo.state.parent.iterdir() if p.name.endswith(".tmp")] == []
+    backup = ws.state_path.with_name("tokens.state.json.backup")
+    assert ws.state_path.read_bytes() == before
+    assert os.stat(ws.state_path).st_ino != os.stat(backup).st_ino
+    assert [p.name for p in ws.state_path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
 # ------------------------------------------------------------ hostile state and lock files
@@ -305,18 +264,18 @@ HOSTILE_STATES = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_STATES))
-def test_hostile_state_is_one_line_and_untouched(repo: Repo, case: str) -> None:
+def test_hostile_state_is_one_line_and_untouched(ws: Workspace, case: str) -> None:
     text, problem = HOSTILE_STATES[case]
-    repo.state.parent.mkdir()
-    repo.state.write_text(text)
-    repo.declare("reader")
+    ws.state_path.parent.mkdir()
+    ws.state_path.write_text(text)
+    ws.declare(token("reader"))
     for args in (("plan",), ("apply", "--auto-approve", "--discard-secrets"), ("state", "list")):
-        result = repo.run(*args, timeout=30)
-        assert_one_line_error(result, str(repo.state), problem, key=repo.api.admin_key)
+        result = ws.run(*args, timeout=30)
+        assert_one_line_error(result, str(ws.state_path), problem, key=ws.api.admin_key)
         assert len(result.stderr) < 600
-    assert repo.state.read_text() == text
-    assert sorted(p.name for p in repo.state.parent.iterdir()) == ["tokens.state.json"]
-    assert repo.creates() == 0
+    assert ws.state_path.read_text() == text
+    assert sorted(p.name for p in ws.state_path.parent.iterdir()) == ["tokens.state.json"]
+    assert ws.writes()["create"] == 0
 
 
 HOSTILE_LOCKS = {
@@ -331,50 +290,50 @@ HOSTILE_LOCKS = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_LOCKS))
-def test_hostile_lock_is_one_line_and_untouched(repo: Repo, case: str) -> None:
-    lock = repo.state.with_name("tokens.state.json.lock")
+def test_hostile_lock_is_one_line_and_untouched(ws: Workspace, case: str) -> None:
+    lock = ws.state_path.with_name("tokens.state.json.lock")
     lock.parent.mkdir()
     lock.write_text(HOSTILE_LOCKS[case])
-    repo.declare("reader")
+    ws.declare(token("reader"))
     for args in (("apply", "--auto-approve", "--discard-secrets"), ("force-unlock", "x")):
-        result = repo.run(*args, timeout=30)
-        assert_one_line_error(result, str(lock), "lock file is unreadable", key=repo.api.admin_key)
+        result = ws.run(*args, timeout=30)
+        assert_one_line_error(result, str(lock), "lock file is unreadable", key=ws.api.admin_key)
     assert lock.read_text() == HOSTILE_LOCKS[case]
-    assert repo.creates() == 0
+    assert ws.writes()["create"] == 0
 
 
 # ------------------------------------------------------------ the secrets file forgets
 
 
-def test_values_of_deleted_and_replaced_tokens_leave_the_secrets_file(repo: Repo) -> None:
-    repo.declare("ci-deployer", "reader", "old-job")
-    assert repo.apply().exit_code == 0
-    first = repo.values()
+def test_values_of_deleted_and_replaced_tokens_leave_the_secrets_file(ws: Workspace) -> None:
+    ws.declare(token("ci-deployer"), token("reader"), token("old-job"))
+    assert ws.apply().exit_code == 0
+    first = ws.secrets()
     assert set(first) == {"ci-deployer", "reader", "old-job"}
-    repo.declare("ci-deployer", "reader", scopes=("read_cluster",))  # replace both, delete one
-    result = repo.apply("--prune", "--updates", "replace")  # replace, not update in place
+    ws.declare(
+        token("ci-deployer", ["read_cluster"]), token("reader", ["read_cluster"])
+    )  # replace both, delete one
+    result = ws.apply("--prune", "--updates", "replace")  # replace, not update in place
     assert result.exit_code == 0, result
-    values = repo.values()
+    values = ws.secrets()
     assert set(values) == {"ci-deployer", "reader"}
     assert all(values[name] != first[name] for name in values)
     for value in first.values():
-        assert value not in repo.secrets.read_text()
+        assert value not in ws.secrets_path.read_text()
         assert value not in result.output
-    store = repo.api.store
+    store = ws.api.store
     assert all(store.authenticate(value) is not None for value in values.values())
 
 
-def test_deleting_an_unowned_duplicate_keeps_the_owned_value(
-    tmp_path: Path, local_api_factory: LocalApiFactory
-) -> None:
+def test_deleting_an_unowned_duplicate_keeps_the_owned_value(make_ws: WorkspaceFactory) -> None:
     # An unowned token of the same name only exists on a server that allows duplicates.
-    repo = Repo(tmp_path / "repo", local_api_factory(allow_duplicate_names=True))
-    repo.declare("reader")
-    assert repo.apply().exit_code == 0
-    value = repo.values()["reader"]
-    store = repo.api.store
+    ws = make_ws(allow_duplicate_names=True)
+    ws.declare(token("reader"))
+    assert ws.apply().exit_code == 0
+    value = ws.secrets()["reader"]
+    store = ws.api.store
     store.create_token(store.default_user, "reader", description="", scopes=["api"])
-    result = repo.apply()
+    result = ws.apply()
     assert result.exit_code == 0, result
-    assert repo.values() == {"reader": value}
+    assert ws.secrets() == {"reader": value}
     assert store.authenticate(value) is not None

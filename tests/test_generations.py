@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from clihelpers import CliResult
-from conftest import LocalApi
-from gitops_helpers import Workspace
+from support.cli import CliResult
+from support.local_api import LocalApi
+from support.workspace import Workspace, WorkspaceFactory, token
+
+# Commands run as a CI job types them: the API from BentoML's variables.
+pytestmark = pytest.mark.env_connection
 
 SECRETS = "secrets.json"
 APPLY = ("apply", "--auto-approve", "--secrets-out", SECRETS)
@@ -44,36 +45,17 @@ def current(ws: Workspace, name: str) -> dict[str, Any]:
     return next(t for t in ws.state()["tokens"] if t["name"] == name)
 
 
-def token(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "scopes": ["api"], **extra}
-
-
-@pytest.fixture
-def make_ws(tmp_path: Path, local_api_factory: Callable[..., LocalApi]) -> Callable[..., Workspace]:
-    def make(**server: Any) -> Workspace:
-        return Workspace(
-            tmp_path / f"repo-{len(list(tmp_path.iterdir()))}", local_api_factory(**server)
-        )
-
-    return make
-
-
-@pytest.fixture
-def ws(make_ws: Callable[..., Workspace]) -> Workspace:
-    return make_ws()
-
-
 @pytest.mark.parametrize("duplicates", [False, True], ids=["unique-names", "duplicate-names"])
 def test_scope_and_description_change_update_in_place(
-    make_ws: Callable[..., Workspace], duplicates: bool
+    make_ws: WorkspaceFactory, duplicates: bool
 ) -> None:
     ws = make_ws(allow_duplicate_names=duplicates)
-    ws.manifest(token("svc", description="old"))
+    ws.declare(token("svc", description="old"))
     ws.setup(*APPLY)
     uid, value = ws.owned()["svc"], secrets(ws)["svc"]
     (ws.root / SECRETS).unlink()
 
-    ws.manifest(token("svc", description="new", scopes=["api", "read_cluster"]))
+    ws.declare(token("svc", description="new", scopes=["api", "read_cluster"]))
     plan = ok(ws.run("plan", "--detailed-exitcode"), 2)
     assert "~   update   svc" in plan.stdout and uid in plan.stdout
     assert "scopes changed: +read_cluster; description changed" in plan.stdout
@@ -88,37 +70,37 @@ def test_scope_and_description_change_update_in_place(
 
 
 def test_updates_replace_makes_generations_that_alternate_names(ws: Workspace) -> None:
-    ws.manifest(token("svc", description="one"))
+    ws.declare(token("svc", description="one"))
     ws.setup(*APPLY)
     first_uid, first_value = ws.owned()["svc"], secrets(ws)["svc"]
 
-    ws.manifest(token("svc", description="two"))
+    ws.declare(token("svc", description="two"))
     plan = ok(ws.run("plan", "--updates", "replace"))
     assert "-/+ replace  svc → svc-2" in plan.stdout
     ok(ws.run(*APPLY, "--updates", "replace"))
     second = current(ws, "svc")
     assert second["live_name"] == "svc-2" and second["proven"] is True
-    assert ws.live() == {"svc-2": [second["uid"]]}
+    assert ws.live_by_name() == {"svc-2": [second["uid"]]}
     assert not works(ws.api, first_value) and works(ws.api, secrets(ws)["svc"])
     assert first_uid not in json.dumps(ws.state())
 
     # The next generation takes the manifest name again.
     ok(ws.run(*APPLY, "--replace", "svc"))
     third = current(ws, "svc")
-    assert third["live_name"] == "svc" and ws.live() == {"svc": [third["uid"]]}
+    assert third["live_name"] == "svc" and ws.live_by_name() == {"svc": [third["uid"]]}
     assert secrets(ws)["svc"] != first_value and works(ws.api, secrets(ws)["svc"])
 
 
 def test_no_update_route_fails_with_the_hint_and_loses_nothing(
-    make_ws: Callable[..., Workspace],
+    make_ws: WorkspaceFactory,
 ) -> None:
     ws = make_ws(update_route=False)
-    ws.manifest(token("svc", description="old"))
+    ws.declare(token("svc", description="old"))
     ws.setup(*APPLY)
     uid, value = ws.owned()["svc"], secrets(ws)["svc"]
     before = ws.state()
 
-    ws.manifest(token("svc", description="new"))
+    ws.declare(token("svc", description="new"))
     failed = ws.run(*APPLY)
     assert failed.exit_code == 1, failed
     assert "--updates replace" in failed.stderr + failed.stdout
@@ -131,11 +113,11 @@ def test_no_update_route_fails_with_the_hint_and_loses_nothing(
 
 
 def test_overlap_keeps_the_previous_generation_until_it_ends(ws: Workspace) -> None:
-    ws.manifest(token("svc", description="one", overlap="3s"))
+    ws.declare(token("svc", description="one", overlap="3s"))
     ws.setup(*APPLY)
     old_uid, old_value = ws.owned()["svc"], secrets(ws)["svc"]
 
-    ws.manifest(token("svc", description="two", overlap="3s"))
+    ws.declare(token("svc", description="two", overlap="3s"))
     ok(ws.run(*APPLY, "--updates", "replace"))
     new_value = secrets(ws)["svc"]
     assert works(ws.api, old_value) and works(ws.api, new_value)
@@ -154,7 +136,7 @@ def test_overlap_keeps_the_previous_generation_until_it_ends(ws: Workspace) -> N
 
 
 def test_replace_retires_at_once_whatever_the_overlap(ws: Workspace) -> None:
-    ws.manifest(token("svc", overlap="1h"))
+    ws.declare(token("svc", overlap="1h"))
     ws.setup(*APPLY)
     old_value = secrets(ws)["svc"]
     ok(ws.run(*APPLY, "--replace", "svc"))
@@ -166,7 +148,7 @@ def test_replace_retires_at_once_whatever_the_overlap(ws: Workspace) -> None:
 
 
 def test_a_value_refused_at_auth_current_keeps_the_previous_generation(ws: Workspace) -> None:
-    ws.manifest(token("svc"))
+    ws.declare(token("svc"))
     ws.setup(*APPLY)
     old_uid, old_value = ws.owned()["svc"], secrets(ws)["svc"]
 
@@ -186,22 +168,22 @@ def test_a_value_refused_at_auth_current_keeps_the_previous_generation(ws: Works
     ok(ws.run(*APPLY))
     assert not works(ws.api, old_value) and works(ws.api, secrets(ws)["svc"])
     assert ws.state()["previous"] == [] and current(ws, "svc")["proven"] is True
-    assert len([u for uids in ws.live().values() for u in uids]) == 1
+    assert len([u for uids in ws.live_by_name().values() for u in uids]) == 1
 
 
 def test_a_name_held_by_an_unmanaged_token_is_skipped(ws: Workspace) -> None:
-    ws.manifest(token("svc"))
+    ws.declare(token("svc"))
     ws.setup(*APPLY)
-    other = ws.seed("svc-2")
+    other = ws.seed("svc-2", scopes=())
     ok(ws.run(*APPLY, "--replace", "svc"))
     assert current(ws, "svc")["live_name"] == "svc-3"
-    assert ws.live()["svc-2"] == [other]
+    assert ws.live_by_name()["svc-2"] == [other]
 
 
 def test_plan_json_has_update_retire_and_live_names(ws: Workspace) -> None:
-    ws.manifest(token("a"), token("b", overlap="1s"))
+    ws.declare(token("a"), token("b", overlap="1s"))
     ws.setup(*APPLY)
-    ws.manifest(token("a", description="changed"), token("b", overlap="1s"))
+    ws.declare(token("a", description="changed"), token("b", overlap="1s"))
     data = json.loads(ok(ws.run("plan", "--format", "json", "--replace", "b")).stdout)
     kinds = {a["name"]: a for a in data["actions"]}
     assert kinds["a"]["kind"] == "update" and kinds["a"]["after"]["live_name"] == "a"
@@ -216,7 +198,7 @@ def test_plan_json_has_update_retire_and_live_names(ws: Workspace) -> None:
 
 
 def test_version_1_state_migrates_on_the_next_write(ws: Workspace) -> None:
-    ws.manifest(token("svc"))
+    ws.declare(token("svc"))
     ws.setup(*APPLY)
     v2 = ws.state()
     owned = v2["tokens"][0]
@@ -247,7 +229,7 @@ def test_version_1_state_migrates_on_the_next_write(ws: Workspace) -> None:
 
 
 def test_past_fixed_expiry_warns_in_validate_and_is_refused_by_plan(ws: Workspace) -> None:
-    ws.manifest(token("old", expires="2020-01-01"))
+    ws.declare(token("old", expires="2020-01-01"))
     checked = ok(ws.run("validate"))
     assert "Warning:" in checked.stderr and "2020-01-01" in checked.stderr
     refused = ws.run("plan")
@@ -257,26 +239,26 @@ def test_past_fixed_expiry_warns_in_validate_and_is_refused_by_plan(ws: Workspac
 
 
 def test_manifest_names_leave_room_for_the_generation_suffix(ws: Workspace) -> None:
-    ws.manifest(token("a" * 61), token("ok", expires="1h30m", rotate_before="30m", overlap="5m"))
+    ws.declare(token("a" * 61), token("ok", expires="1h30m", rotate_before="30m", overlap="5m"))
     result = ws.run("validate")
     assert result.exit_code == 1 and "at most 60" in result.stderr
-    ws.manifest(token("ok", expires="1h30m", rotate_before="90m"))
+    ws.declare(token("ok", expires="1h30m", rotate_before="90m"))
     result = ws.run("validate")
     assert result.exit_code == 1 and "rotate_before (90m) must be shorter" in result.stderr
 
 
 def test_removing_a_token_deletes_every_generation(ws: Workspace) -> None:
-    ws.manifest(token("a", overlap="1h"), token("b"))
+    ws.declare(token("a", overlap="1h"), token("b"))
     ws.setup(*APPLY)
     ok(ws.run(*APPLY, "--updates", "replace", "--replace", "a"))
-    ws.manifest(token("a", description="changed", overlap="1h"), token("b"))
+    ws.declare(token("a", description="changed", overlap="1h"), token("b"))
     ok(ws.run(*APPLY, "--updates", "replace"))
     assert len(ws.state()["previous"]) == 1
-    ws.manifest(token("b"))
+    ws.declare(token("b"))
     plan = ok(ws.run("plan"))
     assert "-   retire   a (a-2)" in plan.stdout and "-   delete   a " in plan.stdout
     ok(ws.run(*APPLY))
-    assert set(ws.live()) == {"b"} and ws.state()["previous"] == []
+    assert set(ws.live_by_name()) == {"b"} and ws.state()["previous"] == []
     assert ok(ws.run("plan", "--detailed-exitcode")).stdout.startswith("No changes.")
 
 
@@ -286,7 +268,7 @@ def test_adopting_many_tokens_makes_no_request_per_token_and_one_state_write(
     names = [f"svc-{n:02d}" for n in range(25)]
     for name in names:
         ws.seed(name, scopes=["api"])
-    ws.manifest(*(token(name) for name in names))
+    ws.declare(*(token(name) for name in names))
     ws.api.reset_stats()
     applied = ok(ws.run("apply", "--auto-approve"))
     assert "Apply complete: 25 adopted." in applied.stdout

@@ -22,27 +22,38 @@ from typing import Any
 
 import pytest
 import yaml
-from ciemulator import GitHubRun, GitLabPipeline, Machine, git, interpolate
-from clihelpers import CliResult, cli_env, run_cli
-from conftest import LocalApi
-from gitops_helpers import Workspace, age_token, all_uids
+from support import FIXTURES, REPO, SNAPSHOTS
+from support.ci_docs import (
+    ANY_BLOCK,
+    AUDIT,
+    DEPLOYER,
+    DOC,
+    EXECUTED_BLOCKS,
+    GRAFANA,
+    INLINE,
+    NIGHTLY,
+    Hosted,
+    assert_all_ran,
+    commands,
+    doc_blocks,
+    push,
+    remote_state,
+    secret_works,
+)
+from support.ci_emulator import GitHubRun, GitLabPipeline, Machine, git, interpolate
+from support.cli import CliResult, cli_environment, run_cli_subprocess, start_cli
+from support.local_api import LocalApi, age_token, all_uids
+from support.workspace import Workspace
 
 from reconciler.util.times import utcnow
 
-ROOT = Path(__file__).resolve().parent.parent
+# Commands run as a user or a CI job types them: the API from BentoML's variables, the
+# state at its default place.
+pytestmark = pytest.mark.env_connection
+
 # The tests' own copy of the example: users edit manifests/ (the README's walk-through does).
-EXAMPLE = ROOT / "tests" / "fixtures" / "example.yaml"
-SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
+EXAMPLE = FIXTURES / "example.yaml"
 UPDATE_SNAPSHOTS = os.environ.get("RECONCILER_UPDATE_SNAPSHOTS") == "1"
-
-DEPLOYER = {"name": "ci-deployer", "description": "Deploys bentos", "scopes": ["api"]}
-GRAFANA = {"name": "grafana-reader", "description": "Dashboards", "scopes": ["read_cluster"]}
-AUDIT = {"name": "audit", "description": "Auditor", "scopes": ["read_organization"]}
-
-
-@pytest.fixture
-def ws(tmp_path: Path, local_api: LocalApi) -> Workspace:
-    return Workspace(tmp_path / "repo", local_api)
 
 
 def ok(result: CliResult, *codes: int) -> CliResult:
@@ -69,7 +80,7 @@ def secrets_in(path: Path) -> dict[str, str]:
 
 def test_saved_plan_round_trip_applies_exactly_what_was_planned(ws: Workspace) -> None:
     (ws.root / "reconciler.yaml").write_text("updates: replace\n", encoding="utf-8")
-    ws.manifest(DEPLOYER, GRAFANA)
+    ws.declare(DEPLOYER, GRAFANA)
     planned = ok(ws.run("plan", "--out", "plan.json"))
     assert "Saved the plan to plan.json. Apply it with: reconciler apply plan.json" in (
         planned.stderr
@@ -91,10 +102,10 @@ def test_saved_plan_round_trip_applies_exactly_what_was_planned(ws: Workspace) -
     assert ok(ws.call("show", "plan.json")).stdout == planned.stdout
 
     # The manifests change after planning: the saved plan still does what it said.
-    ws.manifest({**DEPLOYER, "description": "Edited later"}, GRAFANA, AUDIT)
+    ws.declare({**DEPLOYER, "description": "Edited later"}, GRAFANA, AUDIT)
     applied = ok(ws.run("apply", "plan.json", "--secrets-out", "secrets.json"))
     assert "Apply complete: 2 created." in applied.stdout
-    assert sorted(ws.live()) == ["ci-deployer", "grafana-reader"]
+    assert sorted(ws.live_by_name()) == ["ci-deployer", "grafana-reader"]
     assert sorted(secrets_in(ws.root / "secrets.json")) == ["ci-deployer", "grafana-reader"]
     state = ws.state()
     assert {t["name"]: t["spec"]["description"] for t in state["tokens"]} == {
@@ -107,10 +118,10 @@ def test_saved_plan_round_trip_applies_exactly_what_was_planned(ws: Workspace) -
 
 
 def test_saved_plan_holds_no_secret(ws: Workspace) -> None:
-    ws.manifest(DEPLOYER)
+    ws.declare(DEPLOYER)
     ok(ws.call("plan", "--out", "plan.json"))
     ok(ws.call("apply", "plan.json", "--secrets-out", "secrets.json"))
-    ws.manifest({**DEPLOYER, "scopes": ["api", "read_cluster"]})
+    ws.declare({**DEPLOYER, "scopes": ["api", "read_cluster"]})
     ok(ws.run("plan", "--out", "plan2.json"))
     value = secrets_in(ws.root / "secrets.json")["ci-deployer"]
     for name in ("plan.json", "plan2.json"):
@@ -125,31 +136,31 @@ def test_saved_plan_holds_no_secret(ws: Workspace) -> None:
 
 
 def test_saved_plan_is_applied_without_confirmation_but_needs_a_sink(ws: Workspace) -> None:
-    ws.manifest(DEPLOYER)
+    ws.declare(DEPLOYER)
     ok(ws.call("plan", "--out", "plan.json"))
     # No terminal, no --auto-approve: a saved plan is the approval, but a create still needs
     # somewhere to put its secret.
     failed(ws.run("apply", "plan.json"), "--secrets-out FILE", "--discard-secrets")
-    assert ws.live() == {}
+    assert ws.live_by_name() == {}
     assert not ws.state_path.exists()
     done = ok(ws.run("apply", "plan.json", "--discard-secrets"))
     assert "Apply complete: 1 created." in done.stdout
-    assert list(ws.live()) == ["ci-deployer"]
+    assert list(ws.live_by_name()) == ["ci-deployer"]
     # Applying from manifests still asks (and refuses without a terminal).
-    ws.manifest(DEPLOYER, GRAFANA)
+    ws.declare(DEPLOYER, GRAFANA)
     failed(ws.run("apply", "--secrets-out", "s.json"), "stdin is not a terminal")
-    assert list(ws.live()) == ["ci-deployer"]
+    assert list(ws.live_by_name()) == ["ci-deployer"]
 
 
 def test_saved_plan_refuses_prune_at_apply_time(ws: Workspace) -> None:
-    ws.manifest(DEPLOYER)
+    ws.declare(DEPLOYER)
     ok(ws.call("plan", "--out", "plan.json"))
     failed(ws.run("apply", "plan.json", "--prune", "--discard-secrets"), "--prune")
-    assert ws.live() == {}
+    assert ws.live_by_name() == {}
 
 
 def test_saved_plan_without_changes_applies_as_a_no_op(ws: Workspace) -> None:
-    ws.manifest(DEPLOYER)
+    ws.declare(DEPLOYER)
     ws.setup("apply", "--auto-approve", "--discard-secrets")
     serial = ws.state()["serial"]
     ok(ws.call("plan", "--out", "plan.json", "--detailed-exitcode"))
@@ -161,9 +172,9 @@ def test_saved_plan_without_changes_applies_as_a_no_op(ws: Workspace) -> None:
 def _applied_base(ws: Workspace) -> None:
     """Owned ci-deployer and grafana-reader; manifests then ask to replace ci-deployer and
     create audit."""
-    ws.manifest(DEPLOYER, GRAFANA)
+    ws.declare(DEPLOYER, GRAFANA)
     ws.setup("apply", "--auto-approve", "--discard-secrets")
-    ws.manifest({**DEPLOYER, "scopes": ["api", "write_cluster"]}, GRAFANA, AUDIT)
+    ws.declare({**DEPLOYER, "scopes": ["api", "write_cluster"]}, GRAFANA, AUDIT)
     # A scope change replaces (as on an API without the update route), not updates.
     (ws.root / "reconciler.yaml").write_text("updates: replace\n", encoding="utf-8")
 
@@ -171,7 +182,7 @@ def _applied_base(ws: Workspace) -> None:
 def _assert_stale(ws: Workspace, *needles: str) -> None:
     def snapshot() -> tuple[object, ...]:
         exists = ws.state_path.exists()
-        return (ws.live(), exists and ws.state_path.read_bytes())
+        return (ws.live_by_name(), exists and ws.state_path.read_bytes())
 
     before = snapshot()
     stderr = failed(
@@ -202,7 +213,7 @@ def test_stale_plan_when_state_lineage_changed(ws: Workspace) -> None:
 
 
 def test_stale_plan_when_state_vanished_or_appeared(ws: Workspace) -> None:
-    ws.manifest(DEPLOYER)
+    ws.declare(DEPLOYER)
     ok(ws.call("plan", "--out", "first.json"))  # made with no state at all
     _applied_base(ws)
     failed(
@@ -220,7 +231,7 @@ def test_stale_plan_when_affected_live_tokens_changed(ws: Workspace) -> None:
     owned = ws.owned()
     ok(ws.call("plan", "--out", "plan.json"))
     # Tokens the plan does not touch may change freely: still fresh.
-    ws.seed("someone-elses")
+    ws.seed("someone-elses", scopes=())
     ws.delete_by_hand(owned["grafana-reader"])
     # ...but not those it touches: the one it replaces, and the name it creates.
     ws.delete_by_hand(owned["ci-deployer"])
@@ -244,7 +255,7 @@ def test_stale_plan_names_the_changed_attributes(ws: Workspace) -> None:
 def test_untouched_live_changes_do_not_make_a_plan_stale(ws: Workspace) -> None:
     _applied_base(ws)
     ok(ws.call("plan", "--out", "plan.json"))
-    ws.seed("someone-elses")
+    ws.seed("someone-elses", scopes=())
     applied = ok(ws.run("apply", "plan.json", "--secrets-out", "s.json"))
     assert "Apply complete: 1 replaced, 1 created." in applied.stdout or (
         "Apply complete: 1 created, 1 replaced." in applied.stdout
@@ -273,7 +284,7 @@ def test_stale_plan_for_another_endpoint(ws: Workspace) -> None:
 
 
 def test_plan_with_conflict_leaves_no_plan_file(ws: Workspace) -> None:
-    ws.manifest(DEPLOYER)
+    ws.declare(DEPLOYER)
     ws.seed("ci-deployer", description="hand made", scopes=["api"])
     result = ws.run("plan", "--out", "plan.json", "--detailed-exitcode")
     failed(result, "1 conflict must be resolved", "reconciler import ci-deployer")
@@ -282,7 +293,7 @@ def test_plan_with_conflict_leaves_no_plan_file(ws: Workspace) -> None:
 
 
 def test_detailed_exitcode(ws: Workspace) -> None:
-    ws.manifest(DEPLOYER)
+    ws.declare(DEPLOYER)
     assert ws.run("plan", "--detailed-exitcode").exit_code == 2
     assert ws.call("plan").exit_code == 0
     ws.setup("apply", "--auto-approve", "--discard-secrets")
@@ -292,7 +303,7 @@ def test_detailed_exitcode(ws: Workspace) -> None:
 
 
 def test_github_step_summary_gets_the_markdown(ws: Workspace) -> None:
-    ws.manifest(DEPLOYER, GRAFANA)
+    ws.declare(DEPLOYER, GRAFANA)
     summary = ws.root / "summary.md"
     summary.write_text("# Earlier step\n", encoding="utf-8")
     env = {"GITHUB_STEP_SUMMARY": str(summary)}
@@ -343,13 +354,6 @@ def check_snapshot(name: str, text: str) -> None:
     )
 
 
-NIGHTLY = {
-    "name": "nightly",
-    "description": "Nightly jobs",
-    "scopes": ["api"],
-    "expires": "30d",
-    "rotate_before": "14d",
-}
 KEEP = {"name": "keep", "description": "Unchanged", "scopes": ["read_cluster"]}
 
 
@@ -361,7 +365,7 @@ def every_kind(ws: Workspace) -> Workspace:
     reader = {"name": "reader", "description": "Reads", "scopes": ["api"]}
     old_bot = {"name": "old-bot", "description": "Retired", "scopes": ["api"]}
     gone_bot = {"name": "gone-bot", "description": "Deleted by hand", "scopes": ["api"]}
-    ws.manifest(KEEP, reader, old_bot, gone_bot, NIGHTLY)
+    ws.declare(KEEP, reader, old_bot, gone_bot, NIGHTLY)
     # reader's scope change is a replacement here (in-place updates: test_generations.py).
     (ws.root / "reconciler.yaml").write_text("updates: replace\n", encoding="utf-8")
     ws.setup("apply", "--auto-approve", "--discard-secrets")
@@ -371,8 +375,8 @@ def every_kind(ws: Workspace) -> Workspace:
     ws.delete_by_hand(owned["gone-bot"])
     ws.seed("shared", description="Shared by hand", scopes=["api"])
     ws.seed("legacy", description="Made | by *hand*", scopes=["api"])
-    ws.seed("stray", description="Not ours")
-    ws.manifest(
+    ws.seed("stray", scopes=(), description="Not ours")
+    ws.declare(
         KEEP,
         {**reader, "scopes": ["read_cluster"]},
         NIGHTLY,
@@ -446,7 +450,7 @@ def test_markdown_stays_within_a_pull_request_comment() -> None:
 
 
 def test_plan_file_may_have_any_name(ws: Workspace) -> None:
-    ws.manifest(DEPLOYER)
+    ws.declare(DEPLOYER)
     ok(ws.call("plan", "--out", "tokens.plan.out"))
     assert (
         "Apply complete: 1 created."
@@ -457,7 +461,7 @@ def test_plan_file_may_have_any_name(ws: Workspace) -> None:
 def test_json_plan_documents_its_keys(every_kind: Workspace) -> None:
     """The keys of the JSON view are the ones docs/github-actions.md documents."""
     data = json.loads(every_kind.call("plan", "--format", "json").stdout)
-    doc = (ROOT / "docs" / "github-actions.md").read_text(encoding="utf-8")
+    doc = (REPO / "docs" / "github-actions.md").read_text(encoding="utf-8")
     for key in data:
         assert f"`{key}`" in doc, key
     for key in data["actions"][0]:
@@ -467,25 +471,6 @@ def test_json_plan_documents_its_keys(every_kind: Workspace) -> None:
 
 
 # ---------------------------------------------------------------- locking between processes
-
-
-def _start(ws: Workspace, *args: str) -> subprocess.Popen[str]:
-    """Start ``python -m reconciler ARGS`` in the background (stdin not a terminal)."""
-    env = dict(os.environ)
-    for key, value in cli_env(ws.root, ws.env).items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    return subprocess.Popen(
-        [sys.executable, "-m", "reconciler", *args],
-        cwd=ws.root,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _wait_for_lock(ws: Workspace, process: subprocess.Popen[str]) -> dict[str, Any]:
@@ -511,9 +496,17 @@ def slow_apply(ws: Workspace, request: pytest.FixtureRequest) -> Iterator[subpro
     the lock is held for 15 s, far longer than the checks made meanwhile need even on a
     loaded machine; tests that do not wait for it end it early)."""
     latency = getattr(request, "param", 3000)
-    ws.manifest(*({"name": f"slow-{n}", "scopes": ["api"]} for n in range(4)))
+    ws.declare(*({"name": f"slow-{n}", "scopes": ["api"]} for n in range(4)))
     ws.api.set_faults(latency_ms=latency)
-    process = _start(ws, "apply", "--auto-approve", "--discard-secrets", "--parallelism", "1")
+    process = start_cli(
+        "apply",
+        "--auto-approve",
+        "--discard-secrets",
+        "--parallelism",
+        "1",
+        cwd=ws.root,
+        env=ws.env,
+    )
     yield process
     if process.poll() is None:
         process.kill()
@@ -551,7 +544,10 @@ def test_second_process_waits_for_the_lock_with_a_timeout(
     ws: Workspace, slow_apply: subprocess.Popen[str]
 ) -> None:
     holder = _wait_for_lock(ws, slow_apply)
-    second = _start(ws, "apply", "--auto-approve", "--discard-secrets", "--lock-timeout", "60s")
+    second = start_cli(
+        "apply", "--auto-approve", "--discard-secrets", "--lock-timeout", "60s",
+        cwd=ws.root, env=ws.env,
+    )  # fmt: skip
     try:
         stdout, stderr = second.communicate(timeout=90)
     finally:
@@ -563,7 +559,7 @@ def test_second_process_waits_for_the_lock_with_a_timeout(
     # first's work done.
     assert stdout.startswith("No changes. 4 tokens match the manifests."), stdout + stderr
     assert holder["pid"] != second.pid
-    assert ws.live() == {name: [uid] for name, uid in ws.owned().items()}
+    assert ws.live_by_name() == {name: [uid] for name, uid in ws.owned().items()}
     assert not ws.state_path.with_name("tokens.state.json.lock").exists()
 
 
@@ -597,8 +593,8 @@ def test_lock_of_a_killed_apply_stays_until_force_unlock(
 
     # The next apply converges from whatever the killed one left.
     ok(ws.run("apply", "--auto-approve", "--discard-secrets"))
-    assert ws.live() == {name: [uid] for name, uid in ws.owned().items()}
-    assert sorted(ws.live()) == [f"slow-{n}" for n in range(4)]
+    assert ws.live_by_name() == {name: [uid] for name, uid in ws.owned().items()}
+    assert sorted(ws.live_by_name()) == [f"slow-{n}" for n in range(4)]
     assert ws.call("plan", "--detailed-exitcode").exit_code == 0
 
 
@@ -610,12 +606,7 @@ def _run_on_a_terminal(ws: Workspace, *args: str, answer: str) -> tuple[int, str
     ``answer`` at its prompt, and return the exit code and everything it printed."""
     import pty
 
-    env = dict(os.environ)
-    for key, value in cli_env(ws.root, ws.env).items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
+    env = cli_environment(ws.root, ws.env)
     master, slave = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "reconciler", *args],
@@ -652,7 +643,7 @@ def _run_on_a_terminal(ws: Workspace, *args: str, answer: str) -> tuple[int, str
 def test_import_checks_and_records_the_token(ws: Workspace) -> None:
     legacy = ws.seed("legacy", description="Made by hand", scopes=["api"])
     other = ws.seed("other", scopes=["api"])
-    ws.manifest(
+    ws.declare(
         DEPLOYER,
         {"name": "legacy", "description": "Made by hand", "scopes": ["api"]},
     )
@@ -679,7 +670,7 @@ def test_import_checks_and_records_the_token(ws: Workspace) -> None:
     assert "legacy" not in {t["name"] for t in ws.backup()["tokens"]}
     # The uid is now owned under its name: importing it again under another is refused.
     assert ws.call("plan", "--detailed-exitcode").exit_code == 0
-    ws.manifest(DEPLOYER, {"name": "legacy", "description": "Made by hand", "scopes": ["api"]})
+    ws.declare(DEPLOYER, {"name": "legacy", "description": "Made by hand", "scopes": ["api"]})
     with (ws.root / "manifests" / "more.yaml").open("w") as handle:
         handle.write("tokens:\n  - {name: legacy-copy, scopes: [api]}\n")
     failed(ws.call("import", "legacy-copy", legacy), f"token {legacy} is already owned as legacy")
@@ -687,7 +678,7 @@ def test_import_checks_and_records_the_token(ws: Workspace) -> None:
 
 def test_import_against_an_empty_state_starts_it(ws: Workspace) -> None:
     uid = ws.seed("ci-deployer", description="Deploys bentos", scopes=["api"])
-    ws.manifest(DEPLOYER)
+    ws.declare(DEPLOYER)
     ok(ws.run("import", "ci-deployer", uid, "--lock-timeout", "5s"))
     state = ws.state()
     assert state["serial"] == 1
@@ -698,7 +689,7 @@ def test_import_against_an_empty_state_starts_it(ws: Workspace) -> None:
 
 def test_state_list_and_show(ws: Workspace) -> None:
     assert ok(ws.run("state", "list")).stdout == "No tokens in state.\n"
-    ws.manifest(
+    ws.declare(
         DEPLOYER,
         {**GRAFANA, "scopes": ["read_organization", "read_cluster"]},
         {**AUDIT, "expires": "2031-03-31"},
@@ -723,7 +714,7 @@ def test_state_list_and_show(ws: Workspace) -> None:
 
 
 def test_state_rm_asks_and_keeps_the_live_token(ws: Workspace) -> None:
-    ws.manifest(DEPLOYER, GRAFANA)
+    ws.declare(DEPLOYER, GRAFANA)
     ws.setup("apply", "--auto-approve", "--discard-secrets")
     owned = ws.owned()
     before = ws.state_path.read_bytes()
@@ -753,7 +744,7 @@ def test_state_rm_asks_and_keeps_the_live_token(ws: Workspace) -> None:
     assert ws.state()["serial"] == serial + 2
     failed(ws.call("state", "rm", "grafana-reader", "--yes"), "grafana-reader is not in state")
     # Both live tokens are untouched; still declared, they match, so the next plan adopts them.
-    assert ws.live() == {name: [uid] for name, uid in owned.items()}
+    assert ws.live_by_name() == {name: [uid] for name, uid in owned.items()}
     plan = ok(ws.call("plan"))
     assert "Plan: 0 to create, 0 to replace, 0 to delete, 2 to adopt." in plan.stdout
 
@@ -767,8 +758,8 @@ def test_schema_command_matches_the_committed_schema_and_accepts_the_example(
     # Imported by name: it has no type information (a test dependency, see pyproject.toml).
     jsonschema: Any = importlib.import_module("jsonschema")
 
-    result = ok(run_cli("schema", cwd=tmp_path))
-    committed = (ROOT / "schema" / "manifest.schema.json").read_text(encoding="utf-8")
+    result = ok(run_cli_subprocess("schema", cwd=tmp_path))
+    committed = (REPO / "schema" / "manifest.schema.json").read_text(encoding="utf-8")
     assert result.stdout == committed
     schema = json.loads(result.stdout)
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -782,7 +773,7 @@ def test_schema_command_matches_the_committed_schema_and_accepts_the_example(
 
 
 def test_pre_commit_hook_validates_the_manifests(tmp_path: Path) -> None:
-    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
     assert hook["id"] == "reconciler-validate"
     assert hook["entry"] == "reconciler validate"
     assert hook["language"] == "python"
@@ -791,7 +782,7 @@ def test_pre_commit_hook_validates_the_manifests(tmp_path: Path) -> None:
     assert all(files.search(name) for name in ("manifests/a.yaml", "b.yml", "x/c.yaml"))
     assert not any(files.search(name) for name in ("plan.json", "README.md", "a.yaml.bak"))
     # The doc's example config uses this hook.
-    config = yaml.safe_load(_doc_blocks()["pre-commit"][1])
+    config = yaml.safe_load(doc_blocks()["pre-commit"][1])
     assert config["repos"][0]["hooks"][0]["id"] == hook["id"]
 
     # Run the entry as pre-commit would (no file names), in a repository with manifests.
@@ -801,106 +792,26 @@ def test_pre_commit_hook_validates_the_manifests(tmp_path: Path) -> None:
     (repo / "manifests" / "b.yaml").write_text("tokens:\n  - {name: two, scopes: [api]}\n")
     entry = hook["entry"].split()
     assert entry[0] == "reconciler"
-    assert ok(run_cli(*entry[1:], cwd=repo)).stdout == "2 tokens in 2 files: valid.\n"
+    assert ok(run_cli_subprocess(*entry[1:], cwd=repo)).stdout == "2 tokens in 2 files: valid.\n"
     # A duplicate across files is caught, which checking only the changed file would miss.
     (repo / "manifests" / "b.yaml").write_text("tokens:\n  - {name: one, scopes: [api]}\n")
-    failed(run_cli(*entry[1:], cwd=repo), "b.yaml", "one")
+    failed(run_cli_subprocess(*entry[1:], cwd=repo), "b.yaml", "one")
     # args name another directory.
     (repo / "tokens").mkdir()
     (repo / "tokens" / "t.yml").write_text("tokens:\n  - {name: three, scopes: [read_cluster]}\n")
-    assert ok(run_cli(*entry[1:], "tokens", cwd=repo)).stdout == "1 token in 1 file: valid.\n"
+    assert (
+        ok(run_cli_subprocess(*entry[1:], "tokens", cwd=repo)).stdout
+        == "1 token in 1 file: valid.\n"
+    )
 
 
 # ---------------------------------------------------------------- docs/github-actions.md
-
-DOC = ROOT / "docs" / "github-actions.md"
-_BLOCK = re.compile(r"<!-- test: ([\w-]+) -->\n```(\w+)\n(.*?)\n```\n", re.S)
-_ANY_BLOCK = re.compile(r"```\w*\n(.*?)\n```", re.S)
-# A reconciler command inside code: at the start of a line or after a shell separator,
-# "run:" or "$ ", up to a redirection, a pipe or the end of the line.
-_COMMAND = re.compile(r"(?:^|(?<=[\s:;&|(]))(reconciler[ \t]+[^\n;&|>#]*)", re.M)
-_INLINE = re.compile(r"(?<!`)`(reconciler [^`]+)`(?!`)")
-EXECUTED_BLOCKS = ("github-workflow", "gitlab-ci", "local", "github-stores", "gitlab-stores")
-
-
-def _doc_blocks() -> dict[str, tuple[str, str]]:
-    """The doc's code blocks marked ``<!-- test: NAME -->``: name -> (language, text)."""
-    text = DOC.read_text(encoding="utf-8")
-    return {m.group(1): (m.group(2), m.group(3) + "\n") for m in _BLOCK.finditer(text)}
-
-
-def _commands(text: str) -> list[str]:
-    return [m.group(1).strip() for m in _COMMAND.finditer(text)]
-
-
-def _argument_matches(documented: str, actual: str) -> bool:
-    """A documented argument matches an actual one; shell variables match anything."""
-    pattern = re.escape(documented)
-    pattern = re.sub(r"\\\$(\\\{)?[A-Za-z_]\w*(\\\})?", ".+", pattern)
-    return re.fullmatch(pattern, actual) is not None
-
-
-def _assert_all_ran(block: str, machine: Machine) -> None:
-    """Every reconciler command of ``block`` was run, with these arguments."""
-    import shlex
-
-    runs = [call["args"] for call in machine.calls("reconciler")]
-    for command in _commands(block):
-        expected = shlex.split(command)[1:]
-        assert any(
-            len(args) == len(expected) and all(map(_argument_matches, expected, args))
-            for args in runs
-        ), f"documented but never run: {command}\nran: {runs}"
-
-
-def _secret_works(api: LocalApi, value: str, uid: str) -> bool:
-    principal = api.store.authenticate(value)
-    return principal is not None and principal.token_uid == uid
-
-
-def _remote_state(remote: Path) -> dict[str, str]:
-    text = git("show", "reconciler-state:tokens.state.json", cwd=remote)
-    return {t["name"]: t["uid"] for t in json.loads(text)["tokens"]}
-
-
-Hosted = tuple[Machine, Path, Workspace]
-
-
-@pytest.fixture
-def hosted(tmp_path: Path, local_api: LocalApi) -> Hosted:
-    """A CI machine, a bare 'hosted' repository with manifests on main, and a developer's
-    clone of it, where the doc's one-time setup of the state branch has been run."""
-    machine = Machine(tmp_path / "ci")
-    remote = tmp_path / "remote.git"
-    remote.mkdir()
-    env = machine.env()
-    git("init", "--quiet", "--bare", cwd=remote, env=env)
-    dev = tmp_path / "dev"
-    dev.mkdir()
-    git("clone", "--quiet", str(remote), ".", cwd=dev, env=env)
-    tokens = Workspace(dev, local_api)
-    tokens.manifest(DEPLOYER, GRAFANA, NIGHTLY)
-    git("add", "manifests", cwd=dev, env=env)
-    git("commit", "--quiet", "-m", "Tokens", cwd=dev, env=env)
-    git("push", "--quiet", "origin", "main", cwd=dev, env=env)
-    setup = [line[2:] for line in _doc_blocks()["state-branch"][1].splitlines()]
-    result = machine.run_shell("\n".join(setup), cwd=dev, env=env, name="setup")
-    assert result.returncode == 0, result.stderr
-    assert git("ls-tree", "reconciler-state", cwd=remote) == ""
-    return machine, remote, tokens
-
-
-def _push(dev: Path, machine: Machine, branch: str) -> None:
-    env = machine.env()
-    git("add", "manifests", cwd=dev, env=env)
-    git("commit", "--quiet", "-m", f"Change on {branch}", cwd=dev, env=env)
-    git("push", "--quiet", "origin", branch, cwd=dev, env=env)
 
 
 def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None:
     machine, remote, tokens = hosted
     dev = tokens.root
-    workflow = yaml.safe_load(_doc_blocks()["github-workflow"][1])
+    workflow = yaml.safe_load(doc_blocks()["github-workflow"][1])
     secrets = {"BENTO_CLOUD_API_KEY": local_api.admin_key, "SECRETS_ADMIN_TOKEN": "admin-token"}
     variables = {"BENTO_CLOUD_API_ENDPOINT": local_api.url}
 
@@ -919,8 +830,8 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
 
     # A pull request adds a token: the plan is commented, nothing is applied.
     git("switch", "--quiet", "-c", "feature", cwd=dev, env=machine.env())
-    tokens.manifest(DEPLOYER, GRAFANA, NIGHTLY, AUDIT)
-    _push(dev, machine, "feature")
+    tokens.declare(DEPLOYER, GRAFANA, NIGHTLY, AUDIT)
+    push(dev, machine, "feature")
     pr = run("pull_request", "refs/pull/7/merge", "feature", pr=7)
     plan = pr.run("plan")
     assert plan.status == "success", str(plan)
@@ -940,7 +851,7 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     assert "**Plan: 4 to create, 0 to replace, 0 to delete, 0 to adopt.**" in body
     assert plan.summary == body + "\n"  # the step summary got the same Markdown
     assert pr.run("apply").skipped
-    assert tokens.live() == {}
+    assert tokens.live_by_name() == {}
 
     # Merged: main plans again and applies that saved plan.
     git("switch", "--quiet", "main", cwd=dev, env=machine.env())
@@ -951,9 +862,9 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     apply = merged.run("apply")
     assert apply.status == "success", str(apply)
     assert "Apply complete: 4 created." in "\n".join(apply.logs)
-    owned = _remote_state(remote)
+    owned = remote_state(remote)
     assert sorted(owned) == ["audit", "ci-deployer", "grafana-reader", "nightly"]
-    assert tokens.live() == {name: [uid] for name, uid in owned.items()}
+    assert tokens.live_by_name() == {name: [uid] for name, uid in owned.items()}
     (store,) = machine.calls("gh")[1:]
     assert store["args"][:3] == ["secret", "set", "--env-file"]
     assert store["args"][4:] == ["--repo", "YOUR-ORG/deployments"]
@@ -965,7 +876,7 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     )
     assert sorted(delivered) == ["AUDIT", "CI_DEPLOYER", "GRAFANA_READER", "NIGHTLY"]
     assert all(
-        _secret_works(local_api, delivered[name.upper().replace("-", "_")], uid)
+        secret_works(local_api, delivered[name.upper().replace("-", "_")], uid)
         for name, uid in owned.items()
     )
     assert apply.workspace is not None
@@ -992,7 +903,7 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     )
     apply = nightly.run("apply")
     assert apply.status == "success", str(apply)
-    rotated = _remote_state(remote)
+    rotated = remote_state(remote)
     assert rotated["nightly"] != owned["nightly"]
     assert {k: v for k, v in rotated.items() if k != "nightly"} == {
         k: v for k, v in owned.items() if k != "nightly"
@@ -1003,10 +914,10 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     assert git("rev-list", "--count", "reconciler-state", cwd=remote).strip() == "3"
 
     # A pull request with a conflict fails, and its comment says how to fix it.
-    intruder = tokens.seed("intruder", description="made by hand")
+    intruder = tokens.seed("intruder", scopes=(), description="made by hand")
     git("switch", "--quiet", "-c", "conflict", cwd=dev, env=machine.env())
-    tokens.manifest(DEPLOYER, GRAFANA, NIGHTLY, AUDIT, {"name": "intruder", "scopes": ["api"]})
-    _push(dev, machine, "conflict")
+    tokens.declare(DEPLOYER, GRAFANA, NIGHTLY, AUDIT, {"name": "intruder", "scopes": ["api"]})
+    push(dev, machine, "conflict")
     pr = run("pull_request", "refs/pull/8/merge", "conflict", pr=8)
     plan = pr.run("plan")
     assert plan.status == "failure"
@@ -1018,13 +929,13 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     )
     assert pr.run("apply").skipped
 
-    _assert_all_ran(_doc_blocks()["github-workflow"][1], machine)
+    assert_all_ran(doc_blocks()["github-workflow"][1], machine)
 
 
 def test_documented_gitlab_pipeline(hosted: Hosted, local_api: LocalApi) -> None:
     machine, remote, tokens = hosted
     dev = tokens.root
-    config = yaml.safe_load(_doc_blocks()["gitlab-ci"][1])
+    config = yaml.safe_load(doc_blocks()["gitlab-ci"][1])
     host, path = "gitlab.example.com", "group/tokens"
     base = {
         "CI_DEFAULT_BRANCH": "main",
@@ -1049,8 +960,8 @@ def test_documented_gitlab_pipeline(hosted: Hosted, local_api: LocalApi) -> None
     }
 
     git("switch", "--quiet", "-c", "feature", cwd=dev, env=machine.env())
-    tokens.manifest(DEPLOYER, GRAFANA, AUDIT)
-    _push(dev, machine, "feature")
+    tokens.declare(DEPLOYER, GRAFANA, AUDIT)
+    push(dev, machine, "feature")
     mr = GitLabPipeline(
         machine,
         remote,
@@ -1072,7 +983,7 @@ def test_documented_gitlab_pipeline(hosted: Hosted, local_api: LocalApi) -> None
     assert note["args"][-1] == f"https://{host}/api/v4/projects/42/merge_requests/7/notes"
     assert "PRIVATE-TOKEN: gl-token" in note["args"]
     assert "**Plan: 3 to create" in note["files"]["plan.md"]
-    assert tokens.live() == {}
+    assert tokens.live_by_name() == {}
 
     git("switch", "--quiet", "main", cwd=dev, env=machine.env())
     git("merge", "--quiet", "--ff-only", "feature", cwd=dev, env=machine.env())
@@ -1094,7 +1005,7 @@ def test_documented_gitlab_pipeline(hosted: Hosted, local_api: LocalApi) -> None
     apply = main.run("apply")
     assert apply.status == "success", str(apply)
     assert len(machine.calls("curl")) == 1  # no comment outside merge requests
-    owned = _remote_state(remote)
+    owned = remote_state(remote)
     assert sorted(owned) == ["audit", "ci-deployer", "grafana-reader"]
     (vault,) = machine.calls("vault")
     assert vault["args"] == [
@@ -1106,7 +1017,7 @@ def test_documented_gitlab_pipeline(hosted: Hosted, local_api: LocalApi) -> None
     ]
     values = json.loads(vault["files"][base["NEW_TOKENS"]])
     assert sorted(values) == sorted(owned)
-    assert all(_secret_works(local_api, values[name], uid) for name, uid in owned.items())
+    assert all(secret_works(local_api, values[name], uid) for name, uid in owned.items())
     assert not Path(base["NEW_TOKENS"]).exists()
 
     # The next pipeline on main has nothing to apply.
@@ -1121,18 +1032,18 @@ def test_documented_gitlab_pipeline(hosted: Hosted, local_api: LocalApi) -> None
     assert again.run("plan").status == "success"
     assert again.dotenv["plan"] == {"CHANGES": "false"}
     assert "No changes to apply." in "\n".join(again.run("apply").logs)
-    assert _remote_state(remote) == owned
+    assert remote_state(remote) == owned
 
-    _assert_all_ran(_doc_blocks()["gitlab-ci"][1], machine)
+    assert_all_ran(doc_blocks()["gitlab-ci"][1], machine)
 
 
-def test_documented_local_commands(tmp_path: Path) -> None:
+def test_documented_localcommands(tmp_path: Path) -> None:
     machine = Machine(tmp_path / "ci")
     checkout = tmp_path / "checkout"
     (checkout / "manifests").mkdir(parents=True)
     example = EXAMPLE.read_text(encoding="utf-8")
     (checkout / "manifests" / "example.yaml").write_text(example, encoding="utf-8")
-    block = _doc_blocks()["local"][1]
+    block = doc_blocks()["local"][1]
     outputs = []
     for line in block.splitlines():
         assert line.startswith("$ "), line
@@ -1147,7 +1058,7 @@ def test_documented_local_commands(tmp_path: Path) -> None:
         "quarterly-audit",
     ]
     assert outputs[4].splitlines()[-1].startswith("3 tokens (serial")
-    _assert_all_ran(block, machine)
+    assert_all_ran(block, machine)
 
 
 def test_every_documented_command_is_run(tmp_path: Path, local_api: LocalApi) -> None:
@@ -1156,19 +1067,19 @@ def test_every_documented_command_is_run(tmp_path: Path, local_api: LocalApi) ->
     import shlex
 
     text = DOC.read_text(encoding="utf-8")
-    blocks = _doc_blocks()
-    for body in _ANY_BLOCK.findall(text):
-        if _commands(body):
+    blocks = doc_blocks()
+    for body in ANY_BLOCK.findall(text):
+        if commands(body):
             name = next((n for n, (_, b) in blocks.items() if b == body + "\n"), None)
             assert name in EXECUTED_BLOCKS, f"a block with reconciler commands is not run:\n{body}"
     executed = [
-        shlex.split(command) for name in EXECUTED_BLOCKS for command in _commands(blocks[name][1])
+        shlex.split(command) for name in EXECUTED_BLOCKS for command in commands(blocks[name][1])
     ]
-    prose = _ANY_BLOCK.sub("", text)
-    inline = _INLINE.findall(prose)
+    prose = ANY_BLOCK.sub("", text)
+    inline = INLINE.findall(prose)
     assert "reconciler plan --format json" in inline  # the extraction works
     ws = Workspace(tmp_path / "repo", local_api)
-    ws.manifest(DEPLOYER)
+    ws.declare(DEPLOYER)
     ok(ws.call("plan", "--out", "plan.json"))
     ran = 0
     for command in inline:

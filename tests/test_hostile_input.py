@@ -26,7 +26,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from leakcheck import CliResult, run_cli
+from support.cli import CliResult, run_cli
 
 from reconciler.api.client import ApiTokenAPI, RestClient
 from reconciler.errors import ApiError, InvalidResponseError, ManifestError
@@ -316,7 +316,7 @@ def test_validate_command_on_generated_manifests(
     @given(st.one_of(documents.map(yaml.safe_dump), fragment_documents, st.binary(max_size=200)))
     def check(content: str | bytes) -> None:
         path = _write(tmp_path, content)
-        result = run_cli("validate", str(path), home=tmp_path)
+        result = run_cli("validate", str(path), cwd=tmp_path)
         if result.code == 0:
             assert result.out.endswith("valid.\n") and not result.err, result
             outcome = "valid"
@@ -616,7 +616,7 @@ def _plan(fake_api: FakeApi, tmp_path: Path) -> CliResult:
             "hostile-test-key-0123456789",
             "--state",
             str(tmp_path / "state.json"),
-            home=tmp_path,
+            cwd=tmp_path,
         )
     )
     return result

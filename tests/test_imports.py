@@ -9,7 +9,6 @@ trace is read correctly, so the negative checks cannot pass vacuously.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clihelpers import cli_env, invoke_cli
-from conftest import LocalApi
+from support.cli import cli_environment, run_cli
+from support.local_api import LocalApi
 
 # Never needed without the embedded server, an S3 state, a store destination or a diff.
 SERVER = ("fastapi", "uvicorn", "starlette", "sqlite3", "reconciler.server")
@@ -30,16 +29,10 @@ NOT_FOR_HELP = (*NOT_FOR_VALIDATE, "pydantic", "yaml")
 
 def imported_modules(*args: str, cwd: Path) -> set[str]:
     """Every module ``python -X importtime -m reconciler ARGS`` imported (exit 0 asserted)."""
-    env = dict(os.environ)
-    for key, value in cli_env(cwd).items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "reconciler", *args],
         cwd=cwd,
-        env=env,
+        env=cli_environment(cwd),
         capture_output=True,
         text=True,
         timeout=120,
@@ -73,7 +66,7 @@ def applied_workspace(root: Path, api: LocalApi) -> list[str]:
     """Three tokens created through apply; returns the connection options for plan."""
     write_manifest(root, [{"name": f"imp-{n}", "scopes": ["api"]} for n in range(3)])
     connection = ["--endpoint", api.url, "--api-key", api.admin_key, "--state", "s.json"]
-    done = invoke_cli(*connection, "apply", "--auto-approve", "--secrets-out", "new.json", cwd=root)
+    done = run_cli(*connection, "apply", "--auto-approve", "--secrets-out", "new.json", cwd=root)
     assert done.exit_code == 0, done
     return connection
 

@@ -15,24 +15,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from support.states import owned_token
 
 from reconciler.errors import StateError
-from reconciler.manifest.spec import TokenSpec
 from reconciler.state.backends.local import LocalStateBackend
 from reconciler.state.journal import Journal
-from reconciler.state.model import OwnedToken, PendingCreate, State
+from reconciler.state.model import PendingCreate, State
 
 WHEN = datetime(2026, 12, 1, tzinfo=timezone.utc)
 
 
-def owned(name: str, uid: str | None = None) -> OwnedToken:
-    spec = TokenSpec(name, "journal test", frozenset({"api"}))
-    return OwnedToken(name=name, uid=uid or f"uid-{name}", spec=spec, created_at=WHEN)
-
-
 def stored(path: Path, tokens: int = 3) -> tuple[LocalStateBackend, State]:
     """A state file owning ``tokens`` tokens, read back by a fresh backend."""
-    state = State(endpoint="http://api", tokens={f"t-{n}": owned(f"t-{n}") for n in range(tokens)})
+    state = State(
+        endpoint="http://api", tokens={f"t-{n}": owned_token(f"t-{n}") for n in range(tokens)}
+    )
     LocalStateBackend(path).write(state)
     backend = LocalStateBackend(path)
     read = backend.read()
@@ -51,7 +48,7 @@ def test_updates_append_to_the_journal_and_leave_the_document_alone(tmp_path: Pa
     before = path.stat()
     journal = Journal(backend, state)
     journal.update(lambda s: s.with_pending(PendingCreate("new", WHEN)))
-    journal.update(lambda s: s.with_token(owned("new")).without_pending("new"))
+    journal.update(lambda s: s.with_token(owned_token("new")).without_pending("new"))
     journal.update(lambda s: s.without_token("t-0"))
 
     after = path.stat()
@@ -70,7 +67,7 @@ def test_fold_writes_the_document_removes_the_journal_and_keeps_the_serial(
     path = tmp_path / "s.json"
     backend, state = stored(path)
     journal = Journal(backend, state)
-    journal.update(lambda s: s.with_token(owned("new")))
+    journal.update(lambda s: s.with_token(owned_token("new")))
     replayed = LocalStateBackend(path).read()
     journal.fold()
 
@@ -89,7 +86,7 @@ def test_releasing_the_apply_lock_folds_and_a_plan_lock_does_not(tmp_path: Path)
     path = tmp_path / "s.json"
     backend, state = stored(path)
     with backend.lock("plan", 0):
-        Journal(backend, state).update(lambda s: s.with_token(owned("a")))
+        Journal(backend, state).update(lambda s: s.with_token(owned_token("a")))
     assert len(journal_lines(path)) == 1
     with backend.lock("apply", 0):
         pass
@@ -100,7 +97,7 @@ def test_releasing_the_apply_lock_folds_and_a_plan_lock_does_not(tmp_path: Path)
 def test_a_torn_last_line_is_ignored_and_cut_off_by_the_next_append(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     backend, state = stored(path)
-    Journal(backend, state).update(lambda s: s.with_token(owned("kept")))
+    Journal(backend, state).update(lambda s: s.with_token(owned_token("kept")))
     journal_file = path.with_name("s.json.journal")
     with journal_file.open("ab") as handle:
         handle.write(b'{"base": 1, "lineage": "x", "seq": 2, "tokens": {"lost": nu')
@@ -108,7 +105,7 @@ def test_a_torn_last_line_is_ignored_and_cut_off_by_the_next_append(tmp_path: Pa
     reader = LocalStateBackend(path)
     seen = reader.read()
     assert seen is not None and "kept" in seen.tokens and "lost" not in seen.tokens
-    Journal(reader, seen).update(lambda s: s.with_token(owned("next")))
+    Journal(reader, seen).update(lambda s: s.with_token(owned_token("next")))
     lines = journal_lines(path)
     assert len(lines) == 2 and all(b"lost" not in line for line in lines)
     final = LocalStateBackend(path).read()
@@ -119,7 +116,7 @@ def test_a_journal_of_an_older_serial_is_ignored_then_removed(tmp_path: Path) ->
     """A kill between the fold's replace of the document and its removal of the journal."""
     path = tmp_path / "s.json"
     backend, state = stored(path)
-    Journal(backend, state).update(lambda s: s.with_token(owned("folded")))
+    Journal(backend, state).update(lambda s: s.with_token(owned_token("folded")))
     stale = path.with_name("s.json.journal").read_bytes()
     backend.fold()
     path.with_name("s.json.journal").write_bytes(stale)
@@ -139,8 +136,8 @@ def test_a_damaged_line_followed_by_others_is_refused_in_one_line(tmp_path: Path
     path = tmp_path / "s.json"
     backend, state = stored(path)
     journal = Journal(backend, state)
-    journal.update(lambda s: s.with_token(owned("a")))
-    journal.update(lambda s: s.with_token(owned("b")))
+    journal.update(lambda s: s.with_token(owned_token("a")))
+    journal.update(lambda s: s.with_token(owned_token("b")))
     journal_file = path.with_name("s.json.journal")
     lines = journal_file.read_bytes().split(b"\n")
     journal_file.write_bytes(b"\n".join([lines[0].replace(b'"a"', b'"z"'), *lines[1:]]))
@@ -156,7 +153,7 @@ def test_a_damaged_line_followed_by_others_is_refused_in_one_line(tmp_path: Path
 def test_a_whole_write_includes_the_journal_and_removes_it(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     backend, state = stored(path)
-    Journal(backend, state).update(lambda s: s.with_token(owned("journaled")))
+    Journal(backend, state).update(lambda s: s.with_token(owned_token("journaled")))
     writer = LocalStateBackend(path)
     seen = writer.read()
     assert seen is not None
@@ -170,13 +167,13 @@ def test_another_writer_in_between_is_refused_not_overwritten(tmp_path: Path) ->
     path = tmp_path / "s.json"
     backend, state = stored(path)
     journal = Journal(backend, state)
-    journal.update(lambda s: s.with_token(owned("a")))
+    journal.update(lambda s: s.with_token(owned_token("a")))
     other = LocalStateBackend(path)
     seen = other.read()
     assert seen is not None
-    other.write(seen.with_token(owned("other")))
+    other.write(seen.with_token(owned_token("other")))
     with pytest.raises(StateError, match="another run wrote it"):
-        journal.update(lambda s: s.with_token(owned("b")))
+        journal.update(lambda s: s.with_token(owned_token("b")))
     final = LocalStateBackend(path).read()
     assert final is not None and "other" in final.tokens and "b" not in final.tokens
 
@@ -190,7 +187,7 @@ def test_concurrent_updates_share_appends_and_all_are_durable(tmp_path: Path) ->
     def worker(k: int) -> None:
         barrier.wait()
         for n in range(10):
-            journal.update(lambda s, name=f"w{k}-{n}": s.with_token(owned(name)))
+            journal.update(lambda s, name=f"w{k}-{n}": s.with_token(owned_token(name)))
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
     for thread in threads:
@@ -209,6 +206,6 @@ def test_a_new_state_is_written_whole_first(tmp_path: Path) -> None:
     journal = Journal(backend, State.new("http://api"))
     journal.update(lambda s: s.with_pending(PendingCreate("first", WHEN)))
     assert path.exists() and journal_lines(path) == []
-    journal.update(lambda s: s.with_token(owned("first")).without_pending("first"))
+    journal.update(lambda s: s.with_token(owned_token("first")).without_pending("first"))
     assert len(journal_lines(path)) == 1
     assert os.stat(path).st_size > 0

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import FIXTURES, REPO
 
 from reconciler.errors import ManifestError, Problem
 from reconciler.manifest import loader as manifest_module
@@ -25,9 +26,8 @@ from reconciler.manifest.loader import (
 from reconciler.manifest.spec import NAME_PATTERN, SCOPES, Expiry, TokenSpec
 from reconciler.manifest.yamllines import MAX_DEPTH, load_yaml
 
-REPO = Path(__file__).resolve().parent.parent
 # The tests' own copy: users edit manifests/example.yaml (test_example_manifests.py checks it).
-EXAMPLE = REPO / "tests" / "fixtures" / "example.yaml"
+EXAMPLE = FIXTURES / "example.yaml"
 SCHEMA_FILE = REPO / "schema" / "manifest.schema.json"
 
 

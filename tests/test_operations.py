@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import LocalApi
+from support.local_api import LocalApi
 
 from reconciler.api.client import ApiTokenAPI, RestClient
 from reconciler.apply.applier import Applier

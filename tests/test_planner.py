@@ -3,94 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from support.planning import CREATED, NOW, only, plan_for, spec, state_of, token
 
 from reconciler.api.token import ApiToken
 from reconciler.errors import PlanError
-from reconciler.manifest.spec import Expiry, TokenSpec
-from reconciler.plan.model import Action, Plan
-from reconciler.plan.planner import Updates, build_plan
-from reconciler.state.model import OwnedToken, PendingCreate, State
-
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
-CREATED = NOW - timedelta(days=10)
-
-
-def spec(
-    name: str,
-    description: str = "",
-    scopes: Iterable[str] = ("api",),
-    expires: str = "never",
-    rotate_before: timedelta | None = None,
-) -> TokenSpec:
-    return TokenSpec(
-        name=name,
-        description=description,
-        scopes=frozenset(scopes),
-        expires=Expiry.parse(expires),
-        rotate_before=rotate_before,
-    )
-
-
-def token(
-    uid: str,
-    name: str,
-    description: str = "",
-    scopes: Iterable[str] = ("api",),
-    *,
-    created_at: datetime = CREATED,
-    expired_at: datetime | None = None,
-    is_expired: bool = False,
-) -> ApiToken:
-    return ApiToken.model_validate(
-        {
-            "uid": uid,
-            "name": name,
-            "description": description,
-            "scopes": list(scopes),
-            "created_at": created_at,
-            "expired_at": expired_at,
-            "is_expired": is_expired,
-        }
-    )
-
-
-def state_of(*owned: tuple[str, str, TokenSpec], pending: Iterable[PendingCreate] = ()) -> State:
-    return State(
-        endpoint="local",
-        lineage="lineage-1",
-        serial=3,
-        tokens={name: OwnedToken(name=name, uid=uid, spec=s) for name, uid, s in owned},
-        pending={p.name: p for p in pending},
-    )
-
-
-def plan_for(
-    desired: Iterable[TokenSpec],
-    live: Iterable[ApiToken],
-    state: State | None = None,
-    *,
-    now: datetime = NOW,
-    prune: bool = False,
-    updates: Updates = "in-place",
-) -> Plan:
-    return build_plan(
-        {s.name: s for s in desired},
-        list(live),
-        state if state is not None else state_of(),
-        now=now,
-        prune=prune,
-        updates=updates,
-    )
-
-
-def only(plan: Plan) -> Action:
-    assert len(plan.actions) == 1, plan.actions
-    return plan.actions[0]
-
+from reconciler.manifest.spec import TokenSpec
+from reconciler.plan.model import Plan
+from reconciler.state.model import PendingCreate, State
 
 # --- the ownership table ------------------------------------------------------------
 

@@ -14,23 +14,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from clihelpers import CliResult
-from conftest import LocalApi
-from gitops_helpers import Workspace, age_token, token_times
+from support.cli import CliResult
+from support.local_api import age_token, token_times
+from support.workspace import Workspace
 
 from reconciler.server.store import parse_db_time
 from reconciler.util.times import utcnow
+
+# Commands run as a CI job types them: the API from BentoML's variables.
+pytestmark = pytest.mark.env_connection
 
 POLICY = {"scopes": ["api"], "expires": "30d", "rotate_before": "14d"}
 ACTION_LINE = re.compile(
     r"^  \S+\s+(?:create|replace|update|delete|retire|adopt|forget)\s{2,}(\S+)"
 )
 NIGHTLY = ("apply", "--auto-approve", "--secrets-out", "secrets.env")
-
-
-@pytest.fixture
-def ws(tmp_path: Path, local_api: LocalApi) -> Workspace:
-    return Workspace(tmp_path / "repo", local_api)
 
 
 def ok(result: CliResult, *codes: int) -> CliResult:
@@ -62,7 +60,7 @@ def plan_lines(result: CliResult) -> dict[str, str]:
 
 def test_nightly_apply_rotates_what_is_due_and_nothing_else(ws: Workspace) -> None:
     audit_date = (utcnow() + timedelta(days=40)).date().isoformat()
-    ws.manifest(
+    ws.declare(
         {"name": "due", **POLICY},
         {"name": "expired", **POLICY},
         {"name": "short-lived", "scopes": ["api"], "expires": "7d"},
@@ -104,7 +102,7 @@ def test_nightly_apply_rotates_what_is_due_and_nothing_else(ws: Workspace) -> No
         old, new = before[name], after[name]
         assert new != old
         # The new generation may live as NAME-2 (names are unique among live tokens).
-        live_uids = {uid for uids in ws.live().values() for uid in uids}
+        live_uids = {uid for uids in ws.live_by_name().values() for uid in uids}
         assert new in live_uids and old not in live_uids, f"{name}: the old token is still live"
         # The new token existed before the old one was deleted.
         old_times, new_times = token_times(ws.api, old), token_times(ws.api, new)
@@ -127,7 +125,7 @@ def test_nightly_apply_rotates_what_is_due_and_nothing_else(ws: Workspace) -> No
 
 def test_rotation_of_many_tokens_is_not_refused_by_the_safety_threshold(ws: Workspace) -> None:
     names = [f"svc-{n:02d}" for n in range(12)]
-    ws.manifest(*({"name": name, **POLICY} for name in names))
+    ws.declare(*({"name": name, **POLICY} for name in names))
     ws.setup("apply", "--auto-approve", "--discard-secrets")
     for uid in ws.owned().values():
         live_for(ws, uid, timedelta(days=30), timedelta(days=2, hours=1))
@@ -135,7 +133,7 @@ def test_rotation_of_many_tokens_is_not_refused_by_the_safety_threshold(ws: Work
     assert "Apply complete: 12 replaced." in applied.stdout
     assert len(dotenv(ws.root / "secrets.env")) == 12
     # Whereas the same number of replacements from a manifest change needs --force.
-    ws.manifest(*({"name": name, **POLICY, "scopes": ["read_cluster"]} for name in names))
+    ws.declare(*({"name": name, **POLICY, "scopes": ["read_cluster"]} for name in names))
     refused = ws.call(*NIGHTLY, "--updates", "replace")
     assert refused.exit_code == 1 and "above the safety threshold" in refused.stderr
 
@@ -146,7 +144,7 @@ def _date(moment: datetime) -> str:
 
 def test_fixed_date_expiry(ws: Workspace) -> None:
     first = utcnow() + timedelta(days=100)
-    ws.manifest({"name": "audit", "scopes": ["read_organization"], "expires": _date(first)})
+    ws.declare({"name": "audit", "scopes": ["read_organization"], "expires": _date(first)})
     ws.setup("apply", "--auto-approve", "--discard-secrets")
     uid = ws.owned()["audit"]
     recorded = token_times(ws.api, uid)["expired_at"]
@@ -154,7 +152,7 @@ def test_fixed_date_expiry(ws: Workspace) -> None:
 
     # A new end date in the manifests replaces the token, saying which dates.
     later = first + timedelta(days=90)
-    ws.manifest({"name": "audit", "scopes": ["read_organization"], "expires": _date(later)})
+    ws.declare({"name": "audit", "scopes": ["read_organization"], "expires": _date(later)})
     plan = ok(ws.run("plan", "--detailed-exitcode", "--updates", "replace"), 2)
     assert (
         f"expiry changed: {_date(first)}T00:00:00Z -> {_date(later)}T00:00:00Z"
@@ -171,7 +169,7 @@ def test_fixed_date_expiry(ws: Workspace) -> None:
     # dates and the manifest's date alike.)
     soon = utcnow() + timedelta(days=2)
     age_token(ws.api, new_uid, created_at=soon - timedelta(days=190), expired_at=soon)
-    ws.manifest(
+    ws.declare(
         {
             "name": "audit",
             "scopes": ["read_organization"],
@@ -185,5 +183,5 @@ def test_fixed_date_expiry(ws: Workspace) -> None:
     # reconciler does not replace it over and over.
     past = utcnow() - timedelta(days=1)
     age_token(ws.api, new_uid, created_at=past - timedelta(days=200), expired_at=past)
-    ws.manifest({"name": "audit", "scopes": ["read_organization"], "expires": past.isoformat()})
+    ws.declare({"name": "audit", "scopes": ["read_organization"], "expires": past.isoformat()})
     assert ok(ws.run("plan", "--detailed-exitcode")).stdout.startswith("No changes.")

@@ -1,7 +1,7 @@
 """Secrets never leak: token values and API keys stay out of output, logs, state, plans and
 errors; the API key goes only to the configured endpoint, over TLS that is verified.
 
-The session-wide harness is tests/leakcheck.py (every CLI run of the chaos, fault and
+The session-wide harness is tests/support/leaks.py (every CLI run of the chaos, fault and
 concurrency tests is scanned too); the scenario here drives every command and failure path
 with -v and -vv and every logger at DEBUG, then scans what it produced.
 """
@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from convergence import Workspace, token_spec
-from deliverhelpers import CLEARED_ENV, Stores, StoreWorkspace, stores, token
-from leakcheck import REGISTRY, SecretRegistry, all_loggers_at_debug, run_cli
+from support.cli import run_cli
+from support.convergence import user_workspace
+from support.leaks import REGISTRY, SecretRegistry, all_loggers_at_debug
+from support.moto import CLEARED_ENV
+from support.stores import Stores, StoreWorkspace
+from support.workspace import token
 
 from reconciler.api.client import ApiTokenAPI, RestClient
 from reconciler.api.settings import resolve_connection
@@ -30,9 +33,7 @@ from reconciler.errors import ApiError
 from reconciler.session import Options
 
 if TYPE_CHECKING:
-    from conftest import LocalApi
-
-__all__ = ["stores"]  # the OpenBao and moto servers, a fixture used by name below
+    from support.local_api import LocalApi
 
 EMPTY_LISTING = json.dumps({"start": 0, "count": 100, "total": 0, "items": []}).encode()
 
@@ -81,34 +82,34 @@ def test_a_full_scenario_leaks_no_secret(
     key = local_api.store.create_api_key()
     REGISTRY.add_secret(key, "api key")
     REGISTRY.add_secret(local_api.admin_key, "admin key")
-    ws = Workspace(local_api, tmp_path)
-    connection = ["--endpoint", local_api.url, "--api-key", key, "--state", str(ws.state)]
-    manifest = str(ws.manifest)
+    ws = user_workspace(tmp_path, local_api)
+    connection = ["--endpoint", local_api.url, "--api-key", key, "--state", str(ws.state_path)]
+    manifest = str(ws.manifest_path)
     dotenv = tmp_path / "secrets" / "rotated.env"
     plan_file = tmp_path / "plan.json"
     runs = []
 
     def cli(*args: str, env: dict[str, str] | None = None) -> None:
-        runs.append(run_cli(*args, home=tmp_path, env=env))
+        runs.append(run_cli(*args, cwd=tmp_path, env=env))
 
     with all_loggers_at_debug():
-        ws.declare([token_spec(f"leak-{n}", scopes=("api", "read_cluster")) for n in range(6)])
+        ws.declare(*(token(f"leak-{n}", scopes=("api", "read_cluster")) for n in range(6)))
         cli("validate", manifest, "-v")
         cli("plan", manifest, *connection, "-v")
         cli("plan", manifest, *connection, "-vv", "--format", "json")
         cli("plan", manifest, *connection, "--format", "markdown", "--out", str(plan_file))
         for fmt in ("text", "json", "markdown"):
             cli("show", str(plan_file), "--format", fmt)
-        cli("apply", str(plan_file), *connection, "-vv", "--secrets-out", str(ws.sink))
+        cli("apply", str(plan_file), *connection, "-vv", "--secrets-out", str(ws.secrets_path))
         assert runs[-1].code == 0, runs[-1]
-        cli("state", "list", "--state", str(ws.state), "-vv")
-        cli("state", "show", "leak-0", "--state", str(ws.state), "-vv")
+        cli("state", "list", "--state", str(ws.state_path), "-vv")
+        cli("state", "show", "leak-0", "--state", str(ws.state_path), "-vv")
 
         # Replace two, delete one, create one, through lost and failed answers.
         ws.declare(
-            [token_spec(f"leak-{n}", scopes=("api",)) for n in range(2)]
-            + [token_spec(f"leak-{n}", scopes=("api", "read_cluster")) for n in range(2, 5)]
-            + [token_spec("leak-new")]
+            *[token(f"leak-{n}", scopes=("api",)) for n in range(2)]
+            + [token(f"leak-{n}", scopes=("api", "read_cluster")) for n in range(2, 5)]
+            + [token("leak-new")]
         )
         local_api.set_faults(lose_next_creates=1, error_after_next_creates=1)
         cli("apply", manifest, *connection, "-v", "--auto-approve", "--secrets-out", str(dotenv))
@@ -117,7 +118,7 @@ def test_a_full_scenario_leaks_no_secret(
         local_api.reset_faults()
 
         # Failures, with tracebacks: a server error, a refused key, a dead endpoint.
-        ws.declare([*ws.specs.values(), token_spec("leak-doomed")])
+        ws.declare(*ws.specs.values(), token("leak-doomed"))
         local_api.set_faults(error_rate=1.0, error_status=500)
         cli("apply", manifest, *connection, "-vv", "--auto-approve", "--secrets-out", str(dotenv))
         local_api.reset_faults()
@@ -135,7 +136,7 @@ def test_a_full_scenario_leaks_no_secret(
             "apply",
             manifest,
             "--state",
-            str(ws.state),
+            str(ws.state_path),
             "-vv",
             "--auto-approve",
             "--secrets-out",
@@ -144,7 +145,7 @@ def test_a_full_scenario_leaks_no_secret(
         )
         assert runs[-1].code == 0, runs[-1]
         _bentoml_config(tmp_path, local_api.url, key)
-        cli("plan", manifest, "--state", str(ws.state), "-vv", "--detailed-exitcode")
+        cli("plan", manifest, "--state", str(ws.state_path), "-vv", "--detailed-exitcode")
         assert runs[-1].code == 0, runs[-1]
 
         # A pasted key (trailing newline), and the config's key asked to go elsewhere.
@@ -153,7 +154,7 @@ def test_a_full_scenario_leaks_no_secret(
         cli("plan", manifest, "--endpoint", local_api.url, "--api-key", pasted, "-vv")
         assert runs[-1].code == 1 and "check how it was pasted" in runs[-1].err, runs[-1]
         _bentoml_config(tmp_path, "https://cloud.example.invalid", key)
-        cli("plan", manifest, "--endpoint", local_api.url, "--state", str(ws.state), "-vv")
+        cli("plan", manifest, "--endpoint", local_api.url, "--state", str(ws.state_path), "-vv")
         assert runs[-1].code == 1 and "pass --api-key" in runs[-1].err, runs[-1]
         _bentoml_config(tmp_path, local_api.url, key)
 
@@ -180,18 +181,18 @@ def test_a_full_scenario_leaks_no_secret(
 
     ws.record()
     ws.specs.pop("leak-doomed")
-    ws.declare(list(ws.specs.values()))
+    ws.declare(*list(ws.specs.values()))
     assert ws.apply().code == 0
     # Every live token's value was delivered, to one secrets file or the other.
     delivered = {
         principal.token_uid
-        for path in (ws.sink, dotenv)
+        for path in (ws.secrets_path, dotenv)
         for value in REGISTRY.add_sink_file(path).values()
         if (principal := local_api.store.authenticate(value)) is not None
     }
     assert {token.uid for token in ws.live()} <= delivered
     REGISTRY.record_file(plan_file, "plan file")
-    REGISTRY.record_state_files(ws.state)
+    REGISTRY.record_state_files(ws.state_path)
     for run in runs:
         assert "Traceback" not in run.err or "-vv" in run.args, run
 
@@ -295,7 +296,7 @@ def test_a_server_echoing_the_key_does_not_make_us_print_it(
         key,
         "--state",
         "s.json",
-        home=tmp_path,
+        cwd=tmp_path,
     )
     assert result.code == 1, result
     assert "is not allowed here" in result.err and "[API key]" in result.err, result
@@ -319,7 +320,7 @@ def test_the_key_is_sent_only_to_the_endpoint_never_after_a_redirect(
         key,
         "--state",
         str(tmp_path / "s.json"),
-        home=tmp_path,
+        cwd=tmp_path,
     )
     assert result.code == 1, result
     assert "redirected (HTTP 307" in result.err and "use the final URL" in result.err, result
@@ -353,7 +354,7 @@ def test_unsafe_endpoints_are_refused_before_any_network(
         "k" * 20,
         "--state",
         str(tmp_path / "s.json"),
-        home=tmp_path,
+        cwd=tmp_path,
     )
     assert result.code == 1, result
     assert fragment in result.err, result
@@ -377,7 +378,7 @@ def test_allow_insecure_http_lets_plain_http_through(
         "--allow-insecure-http",
         "--state",
         str(tmp_path / "s.json"),
-        home=tmp_path,
+        cwd=tmp_path,
     )
     assert result.code == 1, result
     assert "refusing" not in result.err
@@ -392,7 +393,7 @@ def test_allow_insecure_http_lets_plain_http_through(
         "k" * 20,
         "--state",
         str(tmp_path / "s2.json"),
-        home=tmp_path,
+        cwd=tmp_path,
     )
     assert loopback.code == 0, loopback
 
@@ -423,7 +424,7 @@ def test_tls_is_verified_by_default(tls_stub: tuple[Stub, Path], tmp_path: Path)
         "k" * 20,
         "--state",
         str(tmp_path / "s.json"),
-        home=tmp_path,
+        cwd=tmp_path,
     )
     assert result.code == 1, result
     assert "CERTIFICATE_VERIFY_FAILED" in result.err or "certificate" in result.err, result
@@ -444,7 +445,7 @@ def test_ca_bundle_is_used_to_verify_tls(tls_stub: tuple[Stub, Path], tmp_path: 
         str(ca_file),
         "--state",
         str(tmp_path / "s.json"),
-        home=tmp_path,
+        cwd=tmp_path,
     )
     assert result.code == 0, result
     assert "my-token" in result.out
@@ -487,7 +488,7 @@ def test_a_ca_bundle_that_is_not_pem_is_a_clear_error(tmp_path: Path) -> None:
         str(bogus),
         "--state",
         str(tmp_path / "s.json"),
-        home=tmp_path,
+        cwd=tmp_path,
     )
     assert result.code == 1, result
     assert "Traceback" not in result.err
@@ -515,7 +516,7 @@ def _plan_against(stub: Stub, tmp_path: Path, key: str, *verbose: str) -> Any:
         "--state",
         str(tmp_path / "s.json"),
         *verbose,
-        home=tmp_path,
+        cwd=tmp_path,
         env=ENV_SECRETS,
     )
 
@@ -590,7 +591,7 @@ def test_store_credentials_and_values_never_leak_at_any_verbosity(
             for key, value in {**ws.env, **(env or {})}.items():
                 patched.setenv(key, value)
             patched.chdir(ws.root)  # manifests/ and reconciler.yaml of the workspace
-            runs.append(run_cli(*connection, *args, home=ws.root))
+            runs.append(run_cli(*connection, *args, cwd=ws.root))
 
     with all_loggers_at_debug():
         for verbosity in ("-v", "-vv"):

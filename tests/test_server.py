@@ -25,7 +25,7 @@ from reconciler.server.store import Store, hash_secret
 from reconciler.server.wire import ApiToken, ApiTokenList, CreatedApiToken, User
 
 if TYPE_CHECKING:
-    from tests.conftest import LocalApi, LocalApiFactory
+    from support.local_api import LocalApi, LocalApiFactory
 
 TOKENS = "/api/v1/api_tokens"
 RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")

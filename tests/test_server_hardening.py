@@ -20,7 +20,7 @@ import reconciler.server.store as store_module
 from reconciler.server.app import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
-    from conftest import LocalApi
+    from support.local_api import LocalApi
 
 TOKENS = "/api/v1/api_tokens"
 AUTH = "X-YATAI-API-TOKEN"

@@ -22,7 +22,7 @@ from reconciler.manifest.spec import MAX_DESCRIPTION
 from reconciler.server.store import Store
 
 if TYPE_CHECKING:
-    from tests.conftest import LocalApi, LocalApiFactory
+    from support.local_api import LocalApi, LocalApiFactory
 
 TOKENS = "/api/v1/api_tokens"
 CURRENT = "/api/v1/auth/current"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_conformance import ENDPOINT, sample_state
+from support.states import ENDPOINT, sample_state
 
 from reconciler.errors import StateError
 from reconciler.manifest.spec import TokenSpec

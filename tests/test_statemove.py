@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from backend_conformance import ENDPOINT, sample_state
+from support.states import ENDPOINT, sample_state
 
 from reconciler.errors import ConfigError, StateError
 from reconciler.state.backends import LocalStateBackend

@@ -2,7 +2,7 @@
 before any request, BentoML's config key goes only to its own endpoint, and a manifest
 symlink cannot make reconciler read (or quote) a file outside the manifests folder.
 
-Every run is recorded for the session's leak scan (tests/leakcheck.py), and each test
+Every run is recorded for the session's leak scan (tests/support/leaks.py), and each test
 also checks its own output: exit 1, one line, nothing sent, nothing written.
 """
 
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 import yaml
-from clihelpers import run_cli as run_cli_subprocess
-from leakcheck import REGISTRY, CliResult, run_cli
+from support.cli import CliResult, run_cli, run_cli_subprocess
+from support.leaks import REGISTRY
 
 if TYPE_CHECKING:
-    from conftest import LocalApi
+    from support.local_api import LocalApi
 
 BAD_KEY = (
     "Error: the API key contains a newline or a character HTTP headers cannot carry; check "
@@ -75,7 +75,7 @@ def test_a_key_with_whitespace_or_non_ascii_is_refused_before_any_request(
             "--state",
             str(state),
             *verbose,
-            home=tmp_path,
+            cwd=tmp_path,
             env=env,
         )
         line = _one_line_error(result, verbose)
@@ -122,7 +122,7 @@ def test_a_config_key_is_never_sent_to_another_endpoint(
             "--state",
             str(state),
             *verbose,
-            home=tmp_path,
+            cwd=tmp_path,
             env=env,
         )
         line = _one_line_error(result, verbose)
@@ -145,7 +145,7 @@ def test_a_config_key_is_used_for_its_own_endpoint_however_it_is_spelled(
         local_api.url,
         "--state",
         str(tmp_path / "state.json"),
-        home=tmp_path,
+        cwd=tmp_path,
     )
     assert result.code == 0, result
     assert "my-token" in result.out
@@ -162,7 +162,7 @@ def test_the_config_is_not_read_when_flags_and_environment_say_everything(
         str(_manifests(tmp_path)),
         "--state",
         str(tmp_path / "state.json"),
-        home=tmp_path,
+        cwd=tmp_path,
         env={"BENTO_CLOUD_API_ENDPOINT": local_api.url, "BENTO_CLOUD_API_KEY": key},
     )
     assert result.code == 0, result
@@ -192,7 +192,7 @@ def test_a_malformed_config_is_one_line_naming_the_file_never_its_text(
         "--state",
         str(tmp_path / "state.json"),
         *verbose,
-        home=tmp_path,
+        cwd=tmp_path,
     )
     line = _one_line_error(result, verbose)
     assert str(config) in line and "BentoML's cloud config" in line, result
@@ -261,7 +261,7 @@ def test_a_manifest_symlink_out_of_the_folder_is_refused_unread(
         "--state",
         str(state),
         *verbose,
-        home=tmp_path,
+        cwd=tmp_path,
     )
     assert result.code == 1, result
     tail = result.err.strip().splitlines()[-2:]
@@ -281,7 +281,7 @@ def test_a_symlink_to_a_hidden_file_inside_the_folder_is_refused(tmp_path: Path)
     REGISTRY.add_secret(secret, "checkout token")
     (repo / ".git" / "config").write_text(f'[http]\n\textraheader = "AUTHORIZATION: {secret}"\n')
     (repo / "leak.yaml").symlink_to(repo / ".git" / "config")
-    result = run_cli("validate", str(repo), home=tmp_path)
+    result = run_cli("validate", str(repo), cwd=tmp_path)
     assert result.code == 1, result
     assert "leak.yaml: a symbolic link" in result.err and secret not in result.text
 
@@ -291,7 +291,7 @@ def test_a_symlink_inside_the_folder_is_followed(tmp_path: Path) -> None:
     (manifests / "shared").mkdir()
     os.replace(manifests / "tokens.yaml", manifests / "shared" / "tokens.yaml")
     (manifests / "alias.yaml").symlink_to(Path("shared") / "tokens.yaml")
-    result = run_cli("validate", str(manifests), home=tmp_path)
+    result = run_cli("validate", str(manifests), cwd=tmp_path)
     assert result.code == 0, result
     assert "1 token in 1 file" in result.out, result
 
@@ -300,7 +300,7 @@ def test_a_line_with_control_characters_is_quoted_escaped_on_one_line(tmp_path: 
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     (manifests / "t.yaml").write_text('tokens: "api\\n\\u001b[31mred"\n')
-    result = run_cli("validate", str(manifests), home=tmp_path)
+    result = run_cli("validate", str(manifests), cwd=tmp_path)
     assert result.code == 1, result
     lines = result.err.strip().splitlines()
     assert len(lines) == 2 and "\x1b" not in result.err, result

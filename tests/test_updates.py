@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from test_planner import CREATED, NOW, spec, state_of, token
+from support.planning import CREATED, NOW, spec, state_of, token
 
 from reconciler.api.token import ApiToken
 from reconciler.errors import PlanError

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from processes import free_port
+
+from support.ports import free_port
 
 
 def bao_binary() -> str:

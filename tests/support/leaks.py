@@ -1,4 +1,4 @@
-"""Secrets-leak harness: every secret the test session sees, and every text it must not be in.
+"""The secrets-leak scan: every secret the test session sees, and every text it must not be in.
 
 A session-wide ``REGISTRY`` collects
 
@@ -8,7 +8,7 @@ A session-wide ``REGISTRY`` collects
   (``VAULT_TOKEN``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``) in the environment of
   every CLI run made through the runners below;
 - artifacts: stdout, stderr and exception text (with traceback) of every CLI run made with
-  ``run_cli`` / ``run_cli_subprocess`` / ``CliProcess``, every log record of reconciler,
+  the runners of ``support.cli``, every log record of reconciler,
   httpx, httpcore or uvicorn at any level during the whole session, and every state, plan or
   backup file a test records.
 
@@ -16,29 +16,19 @@ A session-wide ``REGISTRY`` collects
 still looked for in artifacts recorded early). ``tests/conftest.py`` imports the session
 fixture ``leakcheck_session``, whose teardown fails the session when anything leaked, and
 ``pytest_terminal_summary``, which prints how much was scanned.
-
-The CLI runners are here too because they are what feeds the artifacts: a CLI run made
-through them is scanned without the test doing anything more.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
-import time
-import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -48,8 +38,6 @@ import pytest
 _RUN = re.compile(r"[A-Za-z0-9_\-]{12,}")
 _URLSAFE = re.compile(r"^[A-Za-z0-9_\-]+$")
 _WATCHED_LOGGERS = ("reconciler", "httpx", "httpcore", "uvicorn", "starlette", "fastapi")
-# Environment a developer's shell may carry that would change what the CLI does.
-_CLEARED_ENV = ("BENTO_CLOUD_API_ENDPOINT", "BENTO_CLOUD_API_KEY", "GITHUB_STEP_SUMMARY")
 
 
 # Credentials of the secret stores a CLI run may be given (issue 12): registered from the
@@ -118,7 +106,10 @@ class SecretRegistry:
             self._artifacts.append((label, text))
 
     def record_file(self, path: Path, label: str | None = None) -> None:
-        """Record a file's content (state, backup, plan, lock); a missing file is skipped."""
+        """Record a file's content (state, backup, plan, lock); a missing file is skipped,
+        and so is anything but a regular file (a FIFO would block the read forever)."""
+        if not path.is_file():
+            return
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -312,196 +303,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         f"{REGISTRY.artifact_count} artifacts ({REGISTRY.artifact_chars} characters): "
         f"{len(leaks)} leaks"
     )
-
-
-# ---------------------------------------------------------------- running the CLI
-
-
-@dataclass(frozen=True)
-class CliResult:
-    args: tuple[str, ...]
-    code: int
-    out: str
-    err: str
-    seconds: float = 0.0
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-    def __str__(self) -> str:
-        return (
-            f"reconciler {' '.join(self.args)} -> exit {self.code} in {self.seconds:.2f}s\n"
-            f"--- stdout ---\n{self.out}--- stderr ---\n{self.err}"
-        )
-
-
-def _record_result(result: CliResult) -> CliResult:
-    label = f"reconciler {' '.join(result.args)[:120]}"
-    REGISTRY.record(f"stdout of {label}", result.out)
-    REGISTRY.record(f"stderr of {label}", result.err)
-    return result
-
-
-def cli_environment(home: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ without reconciler's connection variables and with BentoML's config
-    directory pointing nowhere, plus ``env``."""
-    full = {k: v for k, v in os.environ.items() if k not in _CLEARED_ENV}
-    full["BENTOML_HOME"] = str(home / ".no-bentoml-home")
-    full["NO_COLOR"] = "1"
-    full.update(env or {})
-    register_store_credentials(full)
-    return full
-
-
-@contextlib.contextmanager
-def _isolated_environ(home: Path, env: Mapping[str, str] | None) -> Iterator[None]:
-    keys = {*_CLEARED_ENV, "BENTOML_HOME", "NO_COLOR", *(env or {})}
-    saved = {key: os.environ.get(key) for key in keys}
-    for key in _CLEARED_ENV:
-        os.environ.pop(key, None)
-    os.environ["BENTOML_HOME"] = str(home / ".no-bentoml-home")
-    os.environ["NO_COLOR"] = "1"
-    os.environ.update(env or {})
-    register_store_credentials(os.environ)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def run_cli(*args: str, home: Path, env: Mapping[str, str] | None = None) -> CliResult:
-    """``reconciler.cli.main(args)`` in this process, stdout and stderr captured; an
-    exception escaping main (``-vv`` re-raises) becomes its traceback on stderr and exit 1,
-    as the interpreter would print it. Everything is recorded for the leak scan."""
-    from reconciler.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    level = logging.getLogger("reconciler").level
-    code = 0
-    started = time.monotonic()
-    with (
-        _isolated_environ(home, env),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except Exception:
-            err.write(traceback.format_exc())
-            code = 1
-        finally:
-            logging.getLogger("reconciler").setLevel(level)
-    return _record_result(
-        CliResult(tuple(args), code, out.getvalue(), err.getvalue(), time.monotonic() - started)
-    )
-
-
-def _command(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "reconciler", *args]
-
-
-def run_cli_subprocess(
-    *args: str, home: Path, env: Mapping[str, str] | None = None, timeout: float = 120
-) -> CliResult:
-    """``python -m reconciler ARGS`` as a real process (stdin not a terminal), recorded."""
-    started = time.monotonic()
-    done = subprocess.run(
-        _command(args),
-        cwd=home,
-        env=cli_environment(home, env),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return _record_result(
-        CliResult(
-            tuple(args), done.returncode, done.stdout, done.stderr, time.monotonic() - started
-        )
-    )
-
-
-class CliProcess:
-    """A CLI run in the background, to be signalled or killed; output collected by threads
-    so that a full pipe never blocks it."""
-
-    def __init__(self, *args: str, home: Path, env: Mapping[str, str] | None = None) -> None:
-        self.args = tuple(args)
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            _command(args),
-            cwd=home,
-            env=cli_environment(home, env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self._out: list[str] = []
-        self._err: list[str] = []
-        self._lines = threading.Condition()
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._readers = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self._out), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self._err), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _pump(self, stream: IO[str], into: list[str]) -> None:
-        for line in stream:
-            with self._lines:
-                into.append(line)
-                self._lines.notify_all()
-        stream.close()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_for_output(self, predicate: Callable[[str], bool], timeout: float) -> bool:
-        """Wait until a stdout line satisfies ``predicate`` (False on timeout or exit)."""
-        deadline = time.monotonic() + timeout
-        with self._lines:
-            while True:
-                if any(predicate(line) for line in self._out):
-                    return True
-                if self.proc.poll() is not None and not any(r.is_alive() for r in self._readers):
-                    return False
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._lines.wait(min(remaining, 0.05))
-
-    def send(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, sig)
-
-    def finish(self, timeout: float = 60) -> CliResult:
-        """Wait for the exit; returns the result (recorded for the leak scan)."""
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        for reader in self._readers:
-            reader.join(10)
-        return _record_result(
-            CliResult(
-                self.args,
-                code,
-                "".join(self._out),
-                "".join(self._err),
-                time.monotonic() - self.started,
-            )
-        )

@@ -1,6 +1,6 @@
 """What "converged" and "recoverable" mean, checked against the local API's own database.
 
-Shared by the chaos, fault and concurrency tests. A ``Workspace`` is one user's setup
+Shared by the chaos, fault and concurrency tests. ``user_workspace`` is one user's setup
 (manifest, state file, secrets file) against one local API; ``check_converged`` is the
 guarantee after a successful apply, ``check_recoverable`` the one at any instant of an
 interrupted apply.
@@ -9,131 +9,23 @@ interrupted apply.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import yaml
-from leakcheck import REGISTRY, CliResult, run_cli
-
-from reconciler.server.store import TokenRecord, parse_db_time
-from reconciler.state.backends.local import LocalStateBackend
-from reconciler.state.model import State
-
-if TYPE_CHECKING:
-    from conftest import LocalApi
+from reconciler.server.store import parse_db_time
+from support.local_api import LocalApi
+from support.workspace import Workspace
 
 # planner.ORPHAN_CLOCK_SKEW: a live token created this long before a pending create started
 # may still be that create's orphan.
 ORPHAN_SKEW = timedelta(minutes=2)
 
 
-def token_spec(
-    name: str, *, scopes: tuple[str, ...] = ("api",), description: str = "", overlap: str = ""
-) -> dict[str, Any]:
-    spec: dict[str, Any] = {"name": name, "scopes": list(scopes)}
-    if description:
-        spec["description"] = description
-    if overlap:
-        spec["overlap"] = overlap
-    return spec
-
-
-@dataclass
-class Workspace:
-    """Files of one reconciler user against ``api``."""
-
-    api: LocalApi
-    home: Path
-    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def manifest(self) -> Path:
-        return self.home / "manifests" / "tokens.yaml"
-
-    @property
-    def state(self) -> Path:
-        return self.home / "state" / "tokens.state.json"
-
-    @property
-    def sink(self) -> Path:
-        return self.home / "secrets" / "new-tokens.json"
-
-    @property
-    def lock(self) -> Path:
-        return self.state.with_name(self.state.name + ".lock")
-
-    def declare(self, specs: list[dict[str, Any]]) -> None:
-        self.specs = {spec["name"]: spec for spec in specs}
-        self.manifest.parent.mkdir(parents=True, exist_ok=True)
-        self.manifest.write_text(yaml.safe_dump({"tokens": specs}, sort_keys=False))
-
-    @property
-    def connection(self) -> list[str]:
-        return [
-            "--endpoint",
-            self.api.url,
-            "--api-key",
-            self.api.admin_key,
-            "--state",
-            str(self.state),
-        ]
-
-    def apply_args(self, *extra: str, parallelism: int = 4) -> list[str]:
-        return [
-            "apply",
-            str(self.manifest),
-            *self.connection,
-            "--auto-approve",
-            "--secrets-out",
-            str(self.sink),
-            "--parallelism",
-            str(parallelism),
-            *extra,
-        ]
-
-    def plan_args(self, *extra: str) -> list[str]:
-        return ["plan", str(self.manifest), *self.connection, *extra]
-
-    def apply(self, *extra: str, parallelism: int = 4) -> CliResult:
-        result = run_cli(*self.apply_args(*extra, parallelism=parallelism), home=self.home)
-        self.record()
-        return result
-
-    def plan(self, *extra: str) -> CliResult:
-        return run_cli(*self.plan_args(*extra), home=self.home)
-
-    def read_state(self) -> State | None:
-        return LocalStateBackend(self.state).read()
-
-    def sink_values(self) -> dict[str, str]:
-        return REGISTRY.add_sink_file(self.sink)
-
-    def record(self) -> None:
-        """Register the sink's values as secrets and state files as artifacts."""
-        self.sink_values()
-        REGISTRY.record_state_files(self.state)
-
-    def live(self) -> list[TokenRecord]:
-        store = self.api.store
-        records, _total = store.list_tokens(store.default_user, start=0, count=1_000_000)
-        return records
-
-    def converge(self, *extra: str, runs: int = 8, parallelism: int = 4) -> list[CliResult]:
-        """Apply until one run succeeds (at most ``runs``); returns every run."""
-        results: list[CliResult] = []
-        for _ in range(runs):
-            result = self.apply(*extra, parallelism=parallelism)
-            results.append(result)
-            assert "Traceback" not in result.err, result
-            if result.code == 0:
-                return results
-            assert result.code == 1, result
-        raise AssertionError(
-            f"apply did not converge in {runs} runs; last:\n{results[-1]}\n"
-            f"api stats: {self.api.stats()}"
-        )
+def user_workspace(root: Path, api: LocalApi) -> Workspace:
+    """One reconciler user's files against ``api`` as these tests drive them: runs in this
+    process, applies 4 calls at a time, new values into ``secrets/new-tokens.json``."""
+    return Workspace(root, api, secrets="secrets/new-tokens.json", fast=True, parallelism=4)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""moto's S3 server for the tests, as a real process: ``python tests/moto_server.py HOST PORT``.
+"""moto's server as a real process: ``python tests/support/scripts/moto_server.py HOST PORT``.
 
 It is moto's own server (the WSGI app ``python -m moto.server`` runs) with one difference:
 requests are handled one at a time. moto checks If-Match / If-None-Match and then stores in

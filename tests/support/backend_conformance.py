@@ -18,49 +18,16 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
 from reconciler.errors import LockError, StateError
-from reconciler.manifest.spec import Expiry, TokenSpec
 from reconciler.state.backends import LockInfo, StateBackend
-from reconciler.state.model import OwnedToken, PendingCreate, State
+from reconciler.state.model import PendingCreate, State
+from support.states import ENDPOINT, sample_state
 
 BackendFactory = Callable[[], StateBackend]
-
-ENDPOINT = "https://cloud.example.com"
-
-
-def sample_state() -> State:
-    """A state using every field, so a round trip proves each one is stored."""
-    created = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-    state = State.new(ENDPOINT)
-    state = state.with_token(
-        OwnedToken(
-            name="ci-deploy",
-            uid="tok_abc123",
-            spec=TokenSpec(
-                name="ci-deploy",
-                description="CI deploys",
-                scopes=frozenset({"api", "read_cluster"}),
-                expires=Expiry.parse("90d"),
-                rotate_before=timedelta(days=7),
-            ),
-            created_at=created,
-            expired_at=created + timedelta(days=90),
-        )
-    )
-    state = state.with_token(
-        OwnedToken(
-            name="reader",
-            uid="tok_def456",
-            spec=TokenSpec(name="reader", expires=Expiry.parse("2027-01-31T00:00:00Z")),
-            created_at=created,
-            expired_at=None,
-        )
-    )
-    return state.with_pending(PendingCreate(name="new-one", started_at=created))
 
 
 class BackendConformance:
