@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 from support import leaks
-from support.ci_docs import DEPLOYER, GRAFANA, NIGHTLY, Hosted, doc_blocks
-from support.ci_emulator import Machine, git
 from support.leaks import REGISTRY, leak_registry, leakcheck_session, pytest_terminal_summary
 from support.local_api import LocalApi, LocalApiFactory
 from support.moto import AWS_ENV, CLEARED_ENV, AuthMoto, start_moto
@@ -180,30 +178,3 @@ def auth_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
         yield AuthMoto(server=server, writer=users["writer"], nobody=users["nobody"])
     finally:
         server.stop()
-
-
-# ---------------------------------------------------------------- CI runs of the docs
-
-
-@pytest.fixture
-def hosted(tmp_path: Path, local_api: LocalApi) -> Hosted:
-    """A CI machine, a bare 'hosted' repository with manifests on main, and a developer's
-    clone of it, where the doc's one-time setup of the state branch has been run."""
-    machine = Machine(tmp_path / "ci")
-    remote = tmp_path / "remote.git"
-    remote.mkdir()
-    env = machine.env()
-    git("init", "--quiet", "--bare", cwd=remote, env=env)
-    dev = tmp_path / "dev"
-    dev.mkdir()
-    git("clone", "--quiet", str(remote), ".", cwd=dev, env=env)
-    tokens = Workspace(dev, local_api, connection="env")
-    tokens.declare(DEPLOYER, GRAFANA, NIGHTLY)
-    git("add", "manifests", cwd=dev, env=env)
-    git("commit", "--quiet", "-m", "Tokens", cwd=dev, env=env)
-    git("push", "--quiet", "origin", "main", cwd=dev, env=env)
-    setup = [line[2:] for line in doc_blocks()["state-branch"][1].splitlines()]
-    result = machine.run_shell("\n".join(setup), cwd=dev, env=env, name="setup")
-    assert result.returncode == 0, result.stderr
-    assert git("ls-tree", "reconciler-state", cwd=remote) == ""
-    return machine, remote, tokens

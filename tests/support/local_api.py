@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from reconciler.api.client import ApiTokenAPI
 from reconciler.server.embedded import LocalServer
 from reconciler.server.store import Store, format_db_time
 
@@ -86,6 +87,25 @@ class LocalApi:
 
 
 LocalApiFactory = Callable[..., LocalApi]
+# make_ws-like factory of ApiTokenAPI clients (tests/api/conftest.py).
+MakeApi = Callable[..., ApiTokenAPI]
+
+TOKENS_ROUTE = "/api/v1/api_tokens"
+
+
+def create(client: httpx.Client, name: str, **fields: Any) -> dict[str, Any]:
+    """Create a token with POST /api/v1/api_tokens (fields the wire allows default to
+    null); the answer must be 200. Returns the created token, its value included."""
+    body = {"name": name, "description": None, "scopes": None, "expired_at": None, **fields}
+    response = client.post(TOKENS_ROUTE, json=body)
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def names(client: httpx.Client) -> list[str]:
+    """The names of the live tokens the client's key may see (one page of 1000)."""
+    return [t["name"] for t in client.get(TOKENS_ROUTE, params={"count": 1000}).json()["items"]]
 
 
 def age_token(

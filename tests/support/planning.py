@@ -87,3 +87,13 @@ def plan_for(
 def only(plan: Plan) -> Action:
     assert len(plan.actions) == 1, plan.actions
     return plan.actions[0]
+
+
+def owned_world(count: int) -> tuple[list[TokenSpec], list[ApiToken], State]:
+    specs = [
+        spec(f"t{i:02d}", expires="90d", rotate_before=timedelta(days=14)) for i in range(count)
+    ]
+    live = [
+        token(f"u{i}", s.name, expired_at=CREATED + timedelta(days=90)) for i, s in enumerate(specs)
+    ]
+    return specs, live, state_of(*((s.name, f"u{i}", s) for i, s in enumerate(specs)))
