@@ -1,9 +1,11 @@
-"""Safe, bounded YAML with lines (reconciler.manifest.yamllines): aliases, nesting and
-tabs refused with the line, never a crash."""
+"""Safe, bounded YAML with lines (reconciler.manifest.yamllines): every key and list item
+keeps its line; aliases, tags, nesting, tabs and second documents are refused with the
+line, never a crash."""
 
 from __future__ import annotations
 
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from support.cli import run_cli_subprocess
 
 from reconciler.errors import ManifestError, Problem
 from reconciler.manifest.loader import load_manifests
-from reconciler.manifest.yamllines import MAX_DEPTH, load_yaml
+from reconciler.manifest.yamllines import MAX_DEPTH, YList, YMap, load_yaml
 
 
 def write(base: Path, name: str, text: str | bytes) -> Path:
@@ -93,3 +95,66 @@ def test_tab_indentation_is_named(tmp_path: Path) -> None:
     assert "tabs are not allowed for indentation, use spaces" in result.stderr
     assert "cannot start any token" not in result.stderr
     assert bad.read_text(encoding="utf-8") == "tokens:\n\t- name: tabbed\n"
+
+
+# ---------------------------------------------------------------- load_yaml directly
+
+
+def test_every_key_and_list_item_keeps_its_line() -> None:
+    text = (
+        "# a comment\n"
+        "tokens:\n"
+        "  - name: ci-deployer\n"
+        "    scopes:\n"
+        "      - api\n"
+        "      - write_cluster\n"
+        "  - {name: reader, scopes: [read_cluster]}\n"
+    )
+    value, problems = load_yaml(text, "m.yaml")
+    assert problems == []
+    assert isinstance(value, YMap) and value.line == 2 and value.key_lines == {"tokens": 2}
+    tokens = value["tokens"]
+    assert isinstance(tokens, YList) and tokens.item_lines == [3, 7]
+    first, second = tokens
+    assert first.key_lines == {"name": 3, "scopes": 4}
+    assert first["scopes"] == ["api", "write_cluster"] and first["scopes"].item_lines == [5, 6]
+    assert second.line == 7 and second.key_lines == {"name": 7, "scopes": 7}
+
+
+def test_scalars_are_read_as_yaml_reads_them_but_keys_stay_text() -> None:
+    value, problems = load_yaml(
+        "a: 12\nb: true\nc: 2027-01-31\nd: 2027-02-30\n'yes': x\n1: y\ne: null\n", "m.yaml"
+    )
+    assert problems == []
+    assert value["a"] == 12 and value["b"] is True and value["e"] is None
+    assert value["c"] == date(2027, 1, 31)
+    assert value["d"] == "2027-02-30"  # not a date: kept as written for the field to report
+    assert value["yes"] == "x" and value["1"] == "y"
+
+
+def test_a_duplicate_key_is_reported_and_the_last_value_wins() -> None:
+    value, problems = load_yaml("name: a\nscopes: [api]\nname: b\n", "m.yaml")
+    assert value == {"name": "b", "scopes": ["api"]}
+    assert value.key_lines["name"] == 3
+    assert [(p.file, p.line) for p in problems] == [("m.yaml", 3)]
+    assert "duplicate key 'name' (first at line 1)" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("a: 1\n---\nb: 2\n", 2, "more than one YAML document"),
+        ("tokens: !!python/object:os.system x\n", 1, "unsupported YAML tag"),
+        ("tokens: !custom [a]\n", 1, "unsupported YAML tag '!custom'"),
+        ("? [a, b]\n: c\n", 1, "a mapping or list cannot be a key"),
+        ("a: &x 1\nb: *x\n", 2, "YAML aliases (*x) are not supported"),
+        ("a: [1, 2\nb: 3\n", 2, "YAML syntax error at column"),
+        ("a: 1\x00\n", 1, "is not allowed in YAML: remove it"),
+    ],
+    ids=["two-documents", "python-tag", "unknown-tag", "complex-key", "alias", "syntax", "nul"],
+)
+def test_what_is_refused_stops_the_load_with_its_line(text: str, line: int, fragment: str) -> None:
+    value, problems = load_yaml(text, "m.yaml")
+    assert value is None
+    assert len(problems) == 1 and problems[0].line == line, problems
+    assert fragment in problems[0].message, problems[0].message

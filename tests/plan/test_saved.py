@@ -1,12 +1,14 @@
-"""Saved plans (`plan --out FILE`, `apply FILE`, `show FILE`): what they hold, that they
-are applied exactly as planned, and every way they go stale, through the real CLI against
-the local API."""
+"""Saved plans (reconciler.plan.saved): what they hold, that they are applied exactly as
+planned, and every way they go stale, through the real CLI against the local API (`plan
+--out FILE`, `apply FILE`, `show FILE`); then the plan file and its checks on their own,
+on real files."""
 
 from __future__ import annotations
 
 import json
 import stat
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,8 +16,20 @@ import pytest
 from support.checks import failed, ok
 from support.ci_docs import AUDIT, DEPLOYER, GRAFANA
 from support.local_api import age_token
+from support.planning import plan_for, spec, state_of, token
 from support.workspace import Workspace
 
+from reconciler.api.token import ApiToken
+from reconciler.errors import PlanError
+from reconciler.plan.saved import (
+    PLANFILE_VERSION,
+    SavedPlan,
+    affected_tokens,
+    check_fresh,
+    is_plan_file,
+    read_plan_file,
+    write_plan_file,
+)
 from reconciler.util.times import utcnow
 
 # Commands run as a user or a CI job types them: the API from BentoML's variables, the
@@ -252,3 +266,106 @@ def test_stale_plan_for_another_endpoint(ws: Workspace) -> None:
     )
     assert "belongs to endpoint" not in stderr
     assert not (ws.root / "other.json").exists()
+
+
+# ---------------------------------------------------------------- the plan file itself
+
+ENDPOINT = "https://cloud.example.com"
+
+
+def _saved(live: list[ApiToken]) -> SavedPlan:
+    """A plan replacing ci (its description changed) and creating new, against ``live``."""
+    state = state_of(("ci", "u1", spec("ci", "old")), ("keep", "u2", spec("keep")))
+    plan = plan_for([spec("ci", "new"), spec("keep"), spec("new")], live, state)
+    return SavedPlan(plan, ENDPOINT, "digest-1", affected=affected_tokens(plan, live))
+
+
+LIVE = [token("u1", "ci", "old"), token("u2", "keep"), token("u3", "bystander")]
+
+
+def test_a_plan_file_reads_back_as_it_was_written(tmp_path: Path) -> None:
+    saved = _saved(LIVE)
+    path = tmp_path / "tokens.plan"
+    write_plan_file(path, saved)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert is_plan_file(path)
+    again = read_plan_file(path)
+    assert again == saved
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert (data["kind"], data["planfile_version"]) == ("reconciler-plan", PLANFILE_VERSION)
+
+
+def test_a_manifest_or_another_json_file_is_not_a_plan_file(tmp_path: Path) -> None:
+    manifest = tmp_path / "plan.yaml"
+    write_plan_file(manifest, _saved(LIVE))  # the content of a plan, named like a manifest
+    other = tmp_path / "other.json"
+    other.write_text('{"tokens": []}\n', encoding="utf-8")
+    assert not is_plan_file(manifest)
+    assert not is_plan_file(other)
+    assert not is_plan_file(tmp_path)
+    assert not is_plan_file(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "no such plan file"),
+        ("not json at all", "not a readable plan file"),
+        ('{"tokens": []}', "not a reconciler plan file (made by `reconciler plan --out`)"),
+        ('{"kind": "reconciler-plan", "planfile_version": 99}', "plan file version 99 is not"),
+        ('{"kind": "reconciler-plan", "planfile_version": 1}', "plan file is damaged (KeyError"),
+    ],
+    ids=["missing", "not-json", "other-kind", "newer", "damaged"],
+)
+def test_what_is_not_a_plan_this_version_reads_is_refused(
+    tmp_path: Path, content: str | None, fragment: str
+) -> None:
+    path = tmp_path / "plan.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(PlanError) as caught:
+        read_plan_file(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert fragment in str(caught.value)
+
+
+def test_the_snapshot_holds_only_the_tokens_the_plan_touches() -> None:
+    rows = affected_tokens(_saved(LIVE).plan, LIVE)
+    # ci is replaced (by uid and name), new is created (its name); keep is unchanged and
+    # bystander unmanaged, so either may change freely.
+    assert [(row["name"], row["uid"]) for row in rows] == [("ci", "u1")]
+    assert rows[0] == {
+        "uid": "u1",
+        "name": "ci",
+        "description": "old",
+        "scopes": ["api"],
+        "expired_at": None,
+    }
+
+
+def test_a_fresh_plan_passes_and_untouched_tokens_may_change() -> None:
+    saved = _saved(LIVE)
+    state = state_of(("ci", "u1", spec("ci", "old")), ("keep", "u2", spec("keep")))
+    check_fresh(saved, endpoint=ENDPOINT, state=state, live=LIVE)
+    moved = [LIVE[0], token("u2", "keep", "edited by hand"), token("u4", "stranger")]
+    check_fresh(saved, endpoint=ENDPOINT, state=state, live=moved)
+
+
+def test_a_stale_plan_names_every_reason() -> None:
+    saved = _saved(LIVE)
+    state = replace(
+        state_of(("ci", "u1", spec("ci", "old")), ("keep", "u2", spec("keep"))), serial=4
+    )
+    live = [token("u1", "ci", "old", ["api", "read_cluster"]), token("u9", "new"), LIVE[1]]
+    with pytest.raises(PlanError) as caught:
+        check_fresh(saved, endpoint=ENDPOINT, state=state, live=live)
+    message = str(caught.value)
+    assert message.startswith("saved plan is stale: ")
+    assert "the state changed since the plan was made (serial 3 -> 4)" in message
+    assert "ci (u1) changed its scopes" in message
+    assert "a token named new (u9) was created" in message
+    assert message.endswith("Run `reconciler plan --out` again and review the new plan.")
+
+    with pytest.raises(PlanError) as elsewhere:
+        check_fresh(saved, endpoint="http://127.0.0.1:1", state=state, live=LIVE)
+    assert str(elsewhere.value).startswith(f"saved plan is for endpoint {ENDPOINT}, not http")
