@@ -1,7 +1,7 @@
 """reconciler's benchmarks, against the real local API over HTTP, in one command.
 
     python bench/run.py            # the sizes of the targets (a few minutes)
-    python bench/run.py --quick    # tiny sizes, a few seconds (tests/test_bench_smoke.py)
+    python bench/run.py --quick    # tiny sizes, a few seconds (tests/e2e/test_bench_smoke.py)
 
 Every measured command runs as its own process (`python -m reconciler ...`), against
 `reconciler serve` running as another process with injected latency, so the figures are

@@ -38,7 +38,7 @@ ENV_UPDATES = "RECONCILER_UPDATES"
 TOP_LEVEL_KEYS = ("state", "secrets", "updates")
 UPDATE_MODES = ("in-place", "replace")
 # The S3 backend's option names (reconciler.state.backends.s3.OPTION_KEYS), repeated so
-# that reading this file does not import the S3 backend (tests/test_imports.py holds
+# that reading this file does not import the S3 backend (tests/test_config.py holds
 # the two equal).
 S3_OPTION_KEYS = ("region", "endpoint_url", "kms_key_id", "sse")
 _S3_KEYS = ("backend", "bucket", "key", *S3_OPTION_KEYS)

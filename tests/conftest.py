@@ -1,96 +1,28 @@
-"""Shared fixtures: the local API running for real on 127.0.0.1, reached over HTTP."""
+"""Shared fixtures: the local API running for real on 127.0.0.1, reached over HTTP; the
+workspace bound to it; and the secret stores (OpenBao, moto) for the delivery tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
-import leakcheck
 import pytest
-from leakcheck import leak_registry, leakcheck_session, pytest_terminal_summary  # noqa: F401
+from support import leaks
+from support.leaks import REGISTRY, leak_registry, leakcheck_session, pytest_terminal_summary
+from support.local_api import LocalApi, LocalApiFactory
+from support.moto import AWS_ENV, CLEARED_ENV, AuthMoto, start_moto
+from support.openbao import start_openbao
+from support.stores import Stores, StoreWorkspace
+from support.workspace import Connection, Workspace, WorkspaceFactory
 
 from reconciler.server.embedded import LocalServer
 from reconciler.server.faults import Faults
-from reconciler.server.store import Store
 
-# The secrets-leak harness (tests/leakcheck.py): its session fixture scans every recorded
+# The secrets-leak scan (support/leaks.py): its session fixture scans every recorded
 # artifact for every secret at the end, and the summary says how much was scanned.
-leakcheck.install()
-
-AUTH_HEADER = "X-YATAI-API-TOKEN"
-
-
-class LocalApi:
-    """A running local API and the handles tests need: its URL and admin key, its store
-    (for fast seeding and inspection), fault control and request statistics."""
-
-    def __init__(self, server: LocalServer) -> None:
-        self.server = server
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def admin_key(self) -> str:
-        return self.server.admin_key
-
-    @property
-    def db_path(self) -> Path:
-        return Path(self.server.db_path)
-
-    @property
-    def store(self) -> Store:
-        return self.server.store
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {AUTH_HEADER: self.admin_key}
-
-    def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
-        """An httpx client on the API, authenticated with ``key`` (default: the admin key)."""
-        headers = {AUTH_HEADER: key if key is not None else self.admin_key}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
-
-    def _admin(self, method: str, path: str, json: Any = None) -> Any:
-        with self.client() as client:
-            response = client.request(method, path, json=json)
-        response.raise_for_status()
-        return response.json()
-
-    def set_faults(self, **settings: Any) -> dict[str, Any]:
-        """Change fault settings at runtime (see reconciler.server.faults.Faults); the
-        others keep their values. Returns the settings now in force."""
-        result: dict[str, Any] = self._admin("POST", "/_admin/faults", settings)
-        return result
-
-    def reset_faults(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._admin("POST", "/_admin/faults", {"reset": True})
-        return result
-
-    def stats(self) -> dict[str, Any]:
-        """``{"total", "requests": {"GET /api/v1/api_tokens": n, ...}, "statuses", "faults"}``"""
-        result: dict[str, Any] = self._admin("GET", "/_admin/stats")
-        return result
-
-    def requests(self, route: str) -> int:
-        """How many requests reached ``route``, e.g. ``"GET /api/v1/api_tokens"``."""
-        return int(self.stats()["requests"].get(route, 0))
-
-    def reset_stats(self) -> None:
-        self._admin("POST", "/_admin/stats/reset")
-
-    def restart(self) -> None:
-        """Stop and start again: same port, database and admin key."""
-        self.server.restart()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-LocalApiFactory = Callable[..., LocalApi]
+leaks.install()
+__all__ = ["leak_registry", "leakcheck_session", "pytest_terminal_summary"]
 
 
 @pytest.fixture
@@ -152,3 +84,97 @@ def shared_api(shared_local_api: LocalApi) -> Iterator[LocalApi]:
     shared_local_api.server.injector.reset()
     yield shared_local_api
     shared_local_api.server.injector.reset()
+
+
+# ---------------------------------------------------------------- the workspace
+
+
+def _connection(request: pytest.FixtureRequest) -> Connection:
+    """``env`` for a test marked ``env_connection``, else ``flags``."""
+    return "env" if request.node.get_closest_marker("env_connection") else "flags"
+
+
+@pytest.fixture
+def ws(request: pytest.FixtureRequest, tmp_path: Path, local_api: LocalApi) -> Workspace:
+    """A repository checkout (``repo/``) bound to ``local_api``. Runs pass the connection as
+    flags, or, for a test or module marked ``env_connection``, through BentoML's variables
+    with the state at its default place (support/workspace.py)."""
+    return Workspace(tmp_path / "repo", local_api, connection=_connection(request))
+
+
+@pytest.fixture
+def make_ws(
+    request: pytest.FixtureRequest, tmp_path: Path, local_api_factory: LocalApiFactory
+) -> WorkspaceFactory:
+    """``make_ws(**server_options)``: another workspace like ``ws``, on a local API of its
+    own started with those options (see ``local_api_factory``)."""
+
+    def make(**server: object) -> Workspace:
+        root = tmp_path / f"repo-{len(list(tmp_path.glob('repo-*')))}"
+        return Workspace(root, local_api_factory(**server), connection=_connection(request))
+
+    return make
+
+
+# ---------------------------------------------------------------- secret stores
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+    """OpenBao's dev server and moto's Secrets Manager, once per module; their credentials
+    are looked for in every artifact of the session."""
+    bao = start_openbao(tmp_path_factory.mktemp("openbao-cli"))
+    REGISTRY.add_secret(bao.root_token, "vault token (VAULT_TOKEN)")
+    REGISTRY.add_secret(AWS_ENV["AWS_SECRET_ACCESS_KEY"], "AWS secret access key")
+    try:
+        moto = start_moto(tmp_path_factory.mktemp("moto-cli"), AWS_ENV, service="secretsmanager")
+        try:
+            yield Stores(bao, moto)
+        finally:
+            moto.stop()
+    finally:
+        bao.stop()
+
+
+@pytest.fixture
+def store_ws(
+    stores: Stores, local_api: LocalApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> StoreWorkspace:
+    """A workspace delivering to ``stores`` on a fresh local API; the developer's AWS and
+    Vault settings removed."""
+    for name in (*CLEARED_ENV, "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_CAPATH"):
+        monkeypatch.delenv(name, raising=False)
+    return StoreWorkspace(tmp_path / "ws", local_api, stores)
+
+
+@pytest.fixture(scope="module")
+def auth_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
+    """moto enforcing IAM after its set-up requests: a writer and a user with no policy."""
+    setup_actions = 5
+    server = start_moto(
+        tmp_path_factory.mktemp("moto-sm-auth"),
+        AWS_ENV,
+        service="secretsmanager",
+        INITIAL_NO_AUTH_ACTION_COUNT=str(setup_actions),
+    )
+    try:
+        iam = server.client("iam")
+        users = {}
+        for user in ("writer", "nobody"):  # 2 requests each
+            iam.create_user(UserName=user)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            users[user] = {
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            }
+            REGISTRY.add_secret(key["SecretAccessKey"], "aws-secret-key")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "secretsmanager:*", "Resource": "*"}],
+        }
+        iam.put_user_policy(  # 5
+            UserName="writer", PolicyName="sm", PolicyDocument=json.dumps(policy)
+        )
+        yield AuthMoto(server=server, writer=users["writer"], nobody=users["nobody"])
+    finally:
+        server.stop()

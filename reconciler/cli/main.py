@@ -1,7 +1,7 @@
 """The command line: parses options, calls the use cases, and is the only place that prints.
 
 Each command imports its use case inside its body (a lazy import): `--help` and `validate`
-must not load the HTTP client, the state models or a store (tests/test_imports.py)."""
+must not load the HTTP client, the state models or a store (tests/cli/test_imports.py)."""
 
 from __future__ import annotations
 

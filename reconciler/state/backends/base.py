@@ -24,7 +24,7 @@ Version = tuple[str, int]
 
 
 class StateBackend(ABC):
-    """Storage for one state document plus a lock; see tests/backend_conformance.py."""
+    """Storage for one state document plus a lock; see tests/support/backend_conformance.py."""
 
     #: Seconds between attempts while waiting for a busy lock.
     poll_interval: float = 0.1
