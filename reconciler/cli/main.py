@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from reconciler import __version__
+from reconciler import DISTRIBUTION
 from reconciler.cli.options import (
     Options,
     apply_options,
@@ -51,7 +51,7 @@ GC_THRESHOLD = 200_000
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="reconciler")
+@click.version_option(package_name=DISTRIBUTION, prog_name="reconciler")
 @global_options
 def cli() -> None:
     """Converge BentoCloud API tokens to what YAML manifests declare.

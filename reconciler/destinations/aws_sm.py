@@ -24,7 +24,7 @@ from reconciler.errors import (
 )
 from reconciler.util.text import one_line
 
-INSTALL_HINT = "pip install 'reconciler[aws]'"
+INSTALL_HINT = "pip install 'bentocloud-reconciler[aws]'"
 CURRENT, PREVIOUS = "AWSCURRENT", "AWSPREVIOUS"
 _MISSING = "ResourceNotFoundException"
 _EXISTS = "ResourceExistsException"

@@ -26,7 +26,7 @@ from reconciler.errors import (
 )
 from reconciler.util.text import one_line
 
-INSTALL_HINT = "pip install 'reconciler[vault]'"
+INSTALL_HINT = "pip install 'bentocloud-reconciler[vault]'"
 DEFAULT_ADDR = "https://127.0.0.1:8200"
 TIMEOUT_SECONDS = 15.0
 _WRITE = frozenset({"create", "update"})
