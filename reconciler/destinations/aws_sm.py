@@ -22,6 +22,7 @@ from reconciler.errors import (
     UndoFailedError,
     redact,
 )
+from reconciler.util.aws import region_from_env
 from reconciler.util.text import one_line
 
 INSTALL_HINT = "pip install 'bentocloud-reconciler[aws]'"
@@ -177,7 +178,9 @@ class SecretsManagerDestination:
             connect_timeout=10, read_timeout=30, retries={"max_attempts": 4, "mode": "standard"}
         )
         try:
-            self._client_cache = session.client("secretsmanager", config=config)
+            self._client_cache = session.client(
+                "secretsmanager", region_name=region_from_env(), config=config
+            )
         except botocore.exceptions.NoRegionError:
             raise DestinationCheckError(
                 self.describe(), "no AWS region", hint="set AWS_REGION or AWS_DEFAULT_REGION"

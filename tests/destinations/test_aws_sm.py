@@ -257,3 +257,15 @@ def test_write_refused_mid_run_is_the_error_and_puts_the_first_store_back(
         SecretId=f"{first_path}/ci-deployer", VersionStage="AWSCURRENT"
     )
     assert json.loads(answer["SecretString"])["token"] == old.value
+
+
+def test_aws_region_alone_is_enough(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS_REGION without AWS_DEFAULT_REGION (as some CI logins set it): checked and
+    delivered like any other region setting."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", REGION)
+    path = unique_path()
+    destination = parse_destination(f"aws-sm://{path}")
+    destination.check({"ci-deployer"})
+    destination.deliver(new_delivery())
+    assert moto.client().describe_secret(SecretId=f"{path}/ci-deployer")["Name"]

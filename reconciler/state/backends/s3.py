@@ -27,6 +27,7 @@ from reconciler.state.backends.base import StateBackend
 from reconciler.state.backends.lockinfo import LockInfo
 from reconciler.state.codec import encode_state
 from reconciler.state.model import State
+from reconciler.util.aws import region_from_env
 
 INSTALL_HINT = "pip install 'bentocloud-reconciler[s3]'"
 SSE_CHOICES = ("AES256", "aws:kms", "none")
@@ -177,7 +178,8 @@ def _make_client(location: S3Location) -> Any:
             _shared_loader = core.get_component("data_loader")
         else:
             core.register_component("data_loader", _shared_loader)
-        return session.client("s3", region_name=location.region, endpoint_url=location.endpoint_url)
+        region = location.region or region_from_env()
+        return session.client("s3", region_name=region, endpoint_url=location.endpoint_url)
     except (BotoCoreError, ValueError) as exc:
         raise ConfigError(f"state {location.url}: cannot set up an S3 client ({exc})") from None
 

@@ -913,3 +913,37 @@ def test_push_from_stdin_over_an_older_version(
 def test_pull_without_state_fails(location: S3Location, tmp_path: Path) -> None:
     result = run_cli_subprocess("--state", location.to_location(), "state", "pull", cwd=tmp_path)
     assert result.code == 1 and "no state at s3://" in result.stderr, result
+
+
+def test_aws_region_alone_is_the_region_requests_are_signed_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AWS_REGION, as AWS documents it, without AWS_DEFAULT_REGION: the requests are signed
+    for that region (botocore alone would sign them for us-east-1)."""
+    import http.server
+    import threading
+
+    scopes: list[str] = []
+
+    class Catcher(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            scopes.append(self.headers.get("Authorization", ""))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Catcher)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("AWS_DEFAULT_REGION")
+        monkeypatch.setenv("AWS_REGION", "eu-west-3")
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        backend = S3StateBackend(S3Location(bucket="rec-region", key=KEY, endpoint_url=url))
+        assert backend.read() is None  # 404: no state yet
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert scopes and all("/eu-west-3/s3/aws4_request" in scope for scope in scopes), scopes
