@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import click
 
 from reconciler import __version__
+from reconciler.cli.inventory import audit, export
 from reconciler.cli.options import (
     Options,
     apply_options,
@@ -65,7 +66,7 @@ def cli() -> None:
     """
 
 
-for _command in (import_, state, force_unlock):
+for _command in (import_, state, force_unlock, export, audit):
     cli.add_command(_command)
 
 
