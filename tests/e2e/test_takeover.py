@@ -6,11 +6,14 @@ only, apply adopts them with no call beyond the listing, and the next plan has n
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from support import REPO
 from support.checks import failed, ok, one_line_error
 from support.local_api import LocalApi, age_token, create, set_last_used
 from support.mermaid import mermaid_blocks, parse_gantt
@@ -315,3 +318,35 @@ def test_last_used_at_is_in_every_answer(local_api: LocalApi) -> None:
     with RestClient(endpoint=local_api.url, api_key=local_api.admin_key) as rest:
         (read,) = [t for t in ApiTokenAPI(rest).list() if t.uid == other["uid"]]
     assert read.last_used_at is not None
+
+
+def readme_takeover_commands() -> list[list[str]]:
+    """The commands of the README's section on taking over an existing organisation."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Taking over an existing organisation\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```console\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line.removeprefix("$ ")) for line in block.splitlines()]
+
+
+def test_the_readme_takes_over_an_organisation_in_three_commands(
+    tmp_path: Path, local_api: LocalApi
+) -> None:
+    """From a repository with nothing in it, the README's three commands (apply approved
+    with --auto-approve, as stdin is no terminal here) leave every token managed."""
+    for name in ("ci-deployer", "grafana-reader", "scripted"):
+        seed(local_api, name, description=f"{name} made by hand", scopes=["read_cluster"])
+    ws = Workspace(tmp_path / "repo", local_api, connection="env")
+    (ws.root / "manifests").rmdir()
+    commands = readme_takeover_commands()
+    assert [c[:2] for c in commands] == [
+        ["reconciler", "export"],
+        ["reconciler", "plan"],
+        ["reconciler", "apply"],
+    ]
+    export, plan, apply = (c[1:] for c in commands)
+    ok(ws.run(*export))
+    planned = ok(ws.run(*plan))
+    assert "Plan: 0 to create, 0 to replace, 0 to delete, 3 to adopt." in planned.stdout
+    ok(ws.run(*apply, "--auto-approve"))
+    assert sorted(ws.owned()) == ["ci-deployer", "grafana-reader", "scripted"]
+    assert ok(ws.run("plan", "--detailed-exitcode")).stdout.startswith("No changes.")
