@@ -19,3 +19,7 @@ EXEC_TIMEOUT_SECONDS = 60.0
 LOCK_TIMEOUT = "0s"
 #: How a change the update route can make is made: in-place, or by replacing the token.
 UPDATES = "in-place"
+#: audit: a token expiring within this many days is `expiring`.
+EXPIRING_DAYS = 14
+#: audit: a token not used for more than this many days is `unused`.
+UNUSED_DAYS = 90

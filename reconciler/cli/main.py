@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import click
 
 from reconciler import DISTRIBUTION
+from reconciler.cli.inventory import audit, export
 from reconciler.cli.options import (
     Options,
     apply_options,
@@ -65,7 +66,7 @@ def cli() -> None:
     """
 
 
-for _command in (import_, state, force_unlock):
+for _command in (import_, state, force_unlock, export, audit):
     cli.add_command(_command)
 
 
@@ -351,8 +352,9 @@ def serve(
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a ReconcilerError is one line on stderr and exit 1 (traceback with -vv).
 
-    Usage errors exit 1 too: 2 means only "changes pending" (plan --detailed-exitcode),
-    so a mistyped flag in CI can never pass for a plan with changes."""
+    Usage errors exit 1 too: 2 means only "changes pending" (plan --detailed-exitcode) or
+    "findings named by --fail-on" (audit), so a mistyped flag in CI can never pass for
+    either."""
     # A run builds tens of thousands of small objects that all live until it ends (tokens,
     # specs, state): the cyclic collector would scan them again and again and find nothing,
     # a fifth of plan's CPU at 10,000 tokens. Collect far less often, as mypy does.

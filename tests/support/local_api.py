@@ -144,3 +144,14 @@ def all_uids(api: LocalApi) -> dict[str, str]:
         rows = conn.execute("SELECT uid, name FROM tokens").fetchall()
     conn.close()
     return {str(uid): str(name) for uid, name in rows}
+
+
+def set_last_used(api: LocalApi, uid: str, when: datetime) -> None:
+    """Set a token's last_used_at in the local API's database, as if it had last
+    authenticated at ``when``."""
+    with sqlite3.connect(api.db_path, timeout=10) as conn:
+        cursor = conn.execute(
+            "UPDATE tokens SET last_used_at = ? WHERE uid = ?", (format_db_time(when), uid)
+        )
+        assert cursor.rowcount == 1, uid
+    conn.close()

@@ -41,6 +41,7 @@ def token(
     created_at: datetime = CREATED,
     expired_at: datetime | None = None,
     is_expired: bool = False,
+    last_used_at: datetime | None = None,
 ) -> ApiToken:
     return ApiToken.model_validate(
         {
@@ -51,6 +52,7 @@ def token(
             "created_at": created_at,
             "expired_at": expired_at,
             "is_expired": is_expired,
+            "last_used_at": last_used_at,
         }
     )
 

@@ -1,0 +1,1 @@
+"""The audit: every live token of the key's user, its findings (pure) and their renderings."""
