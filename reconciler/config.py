@@ -20,6 +20,7 @@ default path; of the update mode: --updates, $RECONCILER_UPDATES, this file, in-
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from reconciler.defaults import UPDATES
 from reconciler.destinations.parse import parse_destination
 from reconciler.errors import ConfigError, DestinationSyntaxError, Problem
 from reconciler.manifest.yamllines import YList, YMap, load_yaml
-from reconciler.util.text import plural
+from reconciler.util.text import clip, plural
 
 CONFIG_FILE_NAME = "reconciler.yaml"
 ENV_STATE = "RECONCILER_STATE"
@@ -180,6 +181,15 @@ def _local_setting(values: dict[str, str], path: Path, source: str) -> StateSett
     return StateSetting(str(local), source)
 
 
+def _unknown_key(key: str) -> str:
+    close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1, cutoff=0.6)
+    fix = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"unknown key {clip(key)}: {fix}the keys are state (where state lives), secrets "
+        "(where new token values go) and updates (in-place or replace)"
+    )
+
+
 def _state_section(root: Any, path: Path, problems: list[Problem]) -> StateSetting | None:
     display = str(path)
     if not isinstance(root, YMap):
@@ -187,14 +197,7 @@ def _state_section(root: Any, path: Path, problems: list[Problem]) -> StateSetti
         return None
     for key in root:
         if key not in TOP_LEVEL_KEYS:
-            problems.append(
-                Problem(
-                    display,
-                    root.key_lines.get(key),
-                    f"unknown key {key!r} (known: state) or secrets (where new token values "
-                    "go) or updates (in-place or replace)",
-                )
-            )
+            problems.append(Problem(display, root.key_lines.get(key), _unknown_key(str(key))))
     section = root.get("state")
     line = root.key_lines.get("state")
     if section is None:

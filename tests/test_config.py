@@ -109,7 +109,7 @@ def test_empty_settings_mean_default(tmp_path: Path, text: str) -> None:
     [
         (
             "stat:\n  backend: s3\n",
-            ["reconciler.yaml:1: unknown key 'stat' (known: state)"],
+            ["reconciler.yaml:1: unknown key 'stat': did you mean 'state'?"],
         ),
         ("state: s3://b/k\n", ["reconciler.yaml:1: state must be a mapping"]),
         ("state:\n  bucket: b\n", ["reconciler.yaml:1: state.backend must be s3 or local"]),

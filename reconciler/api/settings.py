@@ -16,6 +16,7 @@ from reconciler.util.text import clip
 ENV_ENDPOINT = "BENTO_CLOUD_API_ENDPOINT"
 ENV_API_KEY = "BENTO_CLOUD_API_KEY"
 LOCAL = "local"
+API_PREFIX = "/api/v1"
 
 
 @dataclass(frozen=True)
@@ -176,10 +177,17 @@ def resolve_connection(
         )
     check_api_key(chosen_key, key_source)
     return Connection(
-        endpoint=chosen_endpoint.rstrip("/"),
+        endpoint=base_url(chosen_endpoint),
         api_key=chosen_key,
         source=f"endpoint from {endpoint_source}, key from {key_source}",
     )
+
+
+def base_url(endpoint: str) -> str:
+    """The endpoint as reconciler keeps it: no final ``/``, and no ``/api/v1`` pasted from
+    an API URL (every path reconciler calls already starts with it)."""
+    url = endpoint.strip().rstrip("/")
+    return url[: -len(API_PREFIX)].rstrip("/") if url.endswith(API_PREFIX) else url
 
 
 def _check_bound(context: _Context, path: Path, endpoint: str) -> None:

@@ -205,12 +205,34 @@ def _command_named(cli: click.Group, argv: list[str]) -> list[str]:
     return names
 
 
+def _single_dash_spelling(command: click.Command | None, argv: list[str]) -> tuple[str, str] | None:
+    """A Terraform habit: ``-out x.plan`` for ``--out``. click reads ``-out`` as ``-o`` with
+    ``ut`` after it; the argument as typed, and the long option it meant, when there is one."""
+    if command is None:
+        return None
+    known = {opt for param in command.params for opt in getattr(param, "opts", ())}
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        single = len(name) > 2 and name.startswith("-") and not name.startswith("--")
+        if single and "-" + name in known:
+            return name, "-" + name
+    return None
+
+
 def usage_error(cli: click.Group, exc: click.UsageError, argv: list[str]) -> str:
     """One line for a command-line mistake, with where to read the right usage."""
     names = exc.ctx.command_path.split()[1:] if exc.ctx is not None else _command_named(cli, argv)
     command = " ".join(names)
     see = " ".join(["reconciler", *names, "--help"])
     if isinstance(exc, click.NoSuchOption):
+        single_dash = _single_dash_spelling(exc.ctx.command if exc.ctx else None, argv)
+        if single_dash is not None:
+            given, meant = single_dash
+            return (
+                f"no such option {given}"
+                + (f" for {command}" if command else "")
+                + f": options take two dashes (did you mean {meant}?); see {see}"
+            )
         message = f"no such option {exc.option_name}" + (f" for {command}" if command else "")
         if exc.possibilities:
             message += f" (did you mean {', '.join(sorted(exc.possibilities))}?)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 from collections import defaultdict
@@ -282,9 +283,13 @@ def build_plan(
 def _check_forced(forced: frozenset[str], desired: Mapping[str, TokenSpec], state: State) -> None:
     unknown = sorted(n for n in forced if n not in desired or n not in state.tokens)
     if unknown:
+        managed = sorted(n for n in desired if n in state.tokens)
+        close = [m for n in unknown for m in difflib.get_close_matches(n, managed, n=1)]
+        hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
         raise PlanError(
             f"--replace {', '.join(unknown)}: not a token reconciler owns and the manifests "
-            "declare; --replace takes the name of a managed token (see `reconciler state list`)"
+            f"declare{hint}; --replace takes the name of a managed token (see `reconciler "
+            "state list`)"
         )
 
 

@@ -13,6 +13,7 @@ import pytest
 from support.checks import listing, one_line_error
 from support.cli import run_cli_subprocess
 from support.local_api import LocalApi
+from support.workspace import Workspace, token
 
 from reconciler.cli.main import cli
 
@@ -112,3 +113,57 @@ def test_error_hints_repeat_the_command_with_this_runs_options(
     assert imported.exit_code == 0, imported
     owned = json.loads((tmp_path / "s" / "state.json").read_text(encoding="utf-8"))["tokens"]
     assert [t["name"] for t in owned] == ["legacy"]
+
+
+@pytest.mark.parametrize(
+    ("args", "given", "meant"),
+    [
+        (("plan", "-out", "x.plan"), "-out", "--out"),
+        (("plan", "-detailed-exitcode"), "-detailed-exitcode", "--detailed-exitcode"),
+        (("plan", "-replace", "ci"), "-replace", "--replace"),
+        (("plan", "-lock-timeout=5m"), "-lock-timeout", "--lock-timeout"),
+        (("apply", "-auto-approve"), "-auto-approve", "--auto-approve"),
+        (("apply", "-parallelism", "4"), "-parallelism", "--parallelism"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
+)
+def test_terraform_single_dash_options_get_the_two_dash_spelling(
+    args: tuple[str, ...], given: str, meant: str, tmp_path: Path
+) -> None:
+    one_line_error(
+        run_cli_subprocess(*args, cwd=tmp_path),
+        f"no such option {given} for {args[0]}: options take two dashes (did you mean {meant}?)",
+    )
+    assert listing(tmp_path) == []
+
+
+def test_replace_of_an_unknown_name_suggests_the_managed_one(ws: Workspace) -> None:
+    ws.declare(token("ci-deployer"), token("grafana-reader"))
+    assert ws.apply().exit_code == 0
+    result = ws.plan("--replace", "ci-deploy")
+    assert result.exit_code == 1, result
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("Error: --replace ci-deploy: not a token reconciler owns"), result
+    assert "(did you mean ci-deployer?)" in first
+
+
+def test_an_endpoint_pasted_with_api_v1_is_the_same_endpoint(
+    local_api: LocalApi, tmp_path: Path
+) -> None:
+    """https://HOST/api/v1 pasted from an API URL reaches the same API, and state stays
+    bound to the base URL, so either spelling works afterwards."""
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "t.yaml").write_text(
+        "tokens:\n  - name: pasted\n    scopes: [api]\n", encoding="utf-8"
+    )
+    common = ("--api-key", local_api.admin_key, "--state", "s.json")
+    applied = run_cli_subprocess(
+        "--endpoint", local_api.url + "/api/v1/", *common, "apply", "--auto-approve",
+        "--secrets-out", "state/new.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert applied.exit_code == 0, applied
+    assert json.loads((tmp_path / "s.json").read_text())["endpoint"] == local_api.url
+    again = run_cli_subprocess(
+        "--endpoint", local_api.url, *common, "plan", "--detailed-exitcode", cwd=tmp_path
+    )
+    assert again.exit_code == 0, again
