@@ -109,6 +109,14 @@ def _current_context(path: Path) -> _Context | None:
                 )
             register_secret(key, "API key")
             return _Context(str(current), endpoint or None, key or None)
+    names = [c.get("name") for c in data.get("contexts") or [] if isinstance(c, dict)]
+    if data.get("current_context_name") or names:
+        known = ", ".join(clip(n) for n in names if isinstance(n, str)) or "none"
+        raise ConfigError(
+            f"{path}: BentoML's current context {clip(current)} is not one of its contexts "
+            f"(known: {known}); choose one with `bentoml cloud current-context`, or log in "
+            "again with `bentoml cloud login`"
+        )
     return None
 
 

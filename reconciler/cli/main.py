@@ -27,7 +27,9 @@ from reconciler.cli.options import (
     global_options,
     lock_options,
     lock_wait_seconds,
+    offline_options,
     options,
+    output_options,
     plan_options,
     serve_options,
     session,
@@ -72,7 +74,7 @@ for _command in (import_, state, force_unlock, export, audit):
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@global_options
+@offline_options
 def validate(paths: tuple[str, ...]) -> None:
     """Check manifests offline (no credentials needed)."""
     from reconciler.operations.validate import validate as check
@@ -84,6 +86,7 @@ def validate(paths: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@offline_options
 def schema() -> None:
     """Print the manifest JSON Schema (for editors and pre-commit)."""
     from reconciler.operations.validate import manifest_schema
@@ -192,6 +195,7 @@ def _github_step_summary(result: Plan, destinations: Mapping[str, Sequence[str]]
 @cli.command()
 @click.argument("planfile", type=click.Path(exists=True, dir_okay=False))
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@offline_options
 def show(planfile: str, fmt: str) -> None:
     """Render a saved plan."""
     from reconciler.operations.plan import read_plan
@@ -308,6 +312,7 @@ def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
 
 @cli.command()
 @serve_options
+@output_options
 def serve(
     host: str,
     port: int,

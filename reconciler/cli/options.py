@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -24,6 +24,7 @@ from reconciler.errors import ConfigError
 from reconciler.session import Session, SessionSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
+Decorator = Callable[[Any], Any]
 
 
 @dataclass
@@ -58,11 +59,13 @@ def _set(attribute: str) -> Callable[[click.Context, click.Parameter, Any], None
     return callback
 
 
-def global_options(func: F) -> F:
-    """Connection and output options, accepted before or after the subcommand name."""
-    decorators = [
+def _connection_decorators(*, hidden: bool) -> list[Decorator]:
+    """Where to connect and where state is; hidden from the help of a command that makes
+    no connection (still accepted there, and ignored)."""
+    return [
         click.option(
             "--endpoint",
+            hidden=hidden,
             callback=_set("endpoint"),
             expose_value=False,
             metavar="URL|local",
@@ -71,18 +74,41 @@ def global_options(func: F) -> F:
         ),
         click.option(
             "--api-key",
+            hidden=hidden,
             callback=_set("api_key"),
             expose_value=False,
             help="API key. Default: $BENTO_CLOUD_API_KEY, then BentoML's current context.",
         ),
         click.option(
             "--state",
+            hidden=hidden,
             callback=_set("state"),
             expose_value=False,
             metavar="PATH|s3://BUCKET/KEY",
             help="State file or S3 object. Default: $RECONCILER_STATE, then the state: "
             f"section of ./reconciler.yaml, then {defaults.STATE_PATH}.",
         ),
+        click.option(
+            "--allow-insecure-http",
+            hidden=hidden,
+            is_flag=True,
+            callback=_set("allow_insecure_http"),
+            expose_value=False,
+            help="Allow plain http:// to a non-loopback endpoint (sends the key unencrypted).",
+        ),
+        click.option(
+            "--ca-bundle",
+            hidden=hidden,
+            callback=_set("ca_bundle"),
+            expose_value=False,
+            type=click.Path(exists=True, dir_okay=False),
+            help="CA bundle to verify the endpoint's TLS certificate with.",
+        ),
+    ]
+
+
+def _output_decorators() -> list[Decorator]:
+    return [
         click.option(
             "--no-color",
             is_flag=True,
@@ -98,24 +124,30 @@ def global_options(func: F) -> F:
             expose_value=False,
             help="Log progress details; twice for debug and tracebacks.",
         ),
-        click.option(
-            "--allow-insecure-http",
-            is_flag=True,
-            callback=_set("allow_insecure_http"),
-            expose_value=False,
-            help="Allow plain http:// to a non-loopback endpoint (sends the key unencrypted).",
-        ),
-        click.option(
-            "--ca-bundle",
-            callback=_set("ca_bundle"),
-            expose_value=False,
-            type=click.Path(exists=True, dir_okay=False),
-            help="CA bundle to verify the endpoint's TLS certificate with.",
-        ),
     ]
+
+
+def _apply(func: F, decorators: list[Decorator]) -> F:
+    decorated: Any = func
     for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
+        decorated = decorator(decorated)
+    return cast(F, decorated)
+
+
+def global_options(func: F) -> F:
+    """Connection, state and output options, accepted before or after the subcommand name."""
+    return _apply(func, [*_connection_decorators(hidden=False), *_output_decorators()])
+
+
+def offline_options(func: F) -> F:
+    """The global options of a command that contacts nothing (validate, schema, show):
+    accepted after its name like everywhere, the connection ones hidden from its help."""
+    return _apply(func, [*_connection_decorators(hidden=True), *_output_decorators()])
+
+
+def output_options(func: F) -> F:
+    """--no-color and -v alone, for `serve`, whose own --api-key is the key it accepts."""
+    return _apply(func, _output_decorators())
 
 
 def _set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import uvicorn
 
+from reconciler.errors import ConfigError
 from reconciler.server.app import AUTH_HEADER, create_app
 from reconciler.server.faults import FaultInjector, Faults
 from reconciler.server.store import Store, new_admin_key
@@ -78,6 +79,12 @@ def _bind(host: str, port: int) -> socket.socket:
         # Listening before uvicorn starts means early connections queue instead of failing.
         sock.listen(2048)
         sock.set_inheritable(False)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); another server may hold the "
+            "port: pass --port with a free one (--port 0 picks one)"
+        ) from None
     except BaseException:
         sock.close()
         raise

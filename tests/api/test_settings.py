@@ -85,3 +85,16 @@ def test_an_unreadable_config_names_the_file_only(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         resolve_connection(endpoint="https://a.example", api_key=None, env=env)
     assert str(caught.value).startswith(f"{config}: ") and KEY not in str(caught.value)
+
+
+def test_a_current_context_missing_from_the_config_has_its_own_message(tmp_path: Path) -> None:
+    context = {"name": "prod", "endpoint": "https://prod.example.com", "api_token": KEY}
+    text = yaml.safe_dump({"current_context_name": "staging", "contexts": [context]})
+    env = _home(tmp_path, None, text)
+    with pytest.raises(ConfigError) as caught:
+        resolve_connection(endpoint=None, api_key=None, env=env)
+    message = str(caught.value)
+    assert "BentoML's current context 'staging' is not one of its contexts (known: 'prod')" in (
+        message
+    )
+    assert "bentoml cloud current-context" in message and KEY not in message

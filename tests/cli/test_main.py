@@ -154,3 +154,42 @@ def test_validate_and_schema_need_no_credentials(tmp_path: Path) -> None:
     assert document["$schema"].startswith("https://json-schema.org/")
     # Neither made a state directory nor started anything.
     assert os.listdir(tmp_path) == ["manifests"]
+
+
+@pytest.mark.parametrize("command", [("validate",), ("schema",), ("show", "plan.json")])
+def test_output_options_work_after_offline_commands(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    """--no-color and -v are global: accepted after every command, the offline ones too."""
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "t.yaml").write_text(
+        "tokens:\n  - name: svc\n    scopes: [api]\n", encoding="utf-8"
+    )
+    if command[0] == "show":
+        saved = run_cli_subprocess(
+            "--endpoint", "local", "plan", "--out", "plan.json", cwd=tmp_path
+        )
+        assert saved.exit_code == 0, saved
+    result = run_cli_subprocess(*command, "--no-color", "-v", cwd=tmp_path)
+    assert result.exit_code == 0, result
+    assert "\x1b[" not in result.stdout
+
+
+def test_validate_help_lists_no_connection_options(tmp_path: Path) -> None:
+    result = run_cli_subprocess("validate", "--help", cwd=tmp_path)
+    assert result.exit_code == 0, result
+    assert "--no-color" in result.stdout
+    for connection in ("--endpoint", "--api-key", "--state", "--ca-bundle"):
+        assert connection not in result.stdout, connection
+
+
+def test_serve_on_a_busy_port_is_one_line_naming_the_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = run_cli_subprocess("serve", "--port", str(port), "--db", "api.db", cwd=tmp_path)
+    assert_clean_error(result)
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
