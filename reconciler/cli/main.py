@@ -26,7 +26,6 @@ from reconciler.cli.options import (
     apply_options,
     global_options,
     lock_options,
-    lock_wait_seconds,
     offline_options,
     options,
     output_options,
@@ -137,7 +136,7 @@ def plan(
     prune: bool,
     updates: str | None,
     replace: tuple[str, ...],
-    lock_timeout: str,
+    lock_timeout: float,
 ) -> None:
     """Show what apply would change. Read-only.
 
@@ -154,12 +153,11 @@ def plan(
         unsafe_reason,
     )
 
-    timeout = lock_wait_seconds(lock_timeout)
     request = PlanRequest(
         paths=paths,
         prune=prune,
         lock=lock,
-        lock_timeout=timeout,
+        lock_timeout=lock_timeout,
         updates=updates,
         replace=replace,
     )
@@ -222,7 +220,7 @@ def apply(
     prune: bool,
     updates: str | None,
     replace: tuple[str, ...],
-    lock_timeout: str,
+    lock_timeout: float,
 ) -> None:
     """Converge live tokens to the manifests (or carry out a saved plan).
 
@@ -244,7 +242,7 @@ def apply(
         force=force,
         threshold=threshold,
         prune=prune,
-        lock_timeout=lock_wait_seconds(lock_timeout),
+        lock_timeout=lock_timeout,
         updates=updates,
         replace=replace,
     )

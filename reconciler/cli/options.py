@@ -15,12 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
 from reconciler import defaults
-from reconciler.errors import ConfigError
 from reconciler.session import Session, SessionSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -179,20 +178,47 @@ def use_color() -> bool:
     return "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
 
-def lock_wait_seconds(text: str) -> float:
-    from reconciler.util.times import parse_wait
+if TYPE_CHECKING:
+    _DurationBase = click.ParamType[float, Any]
+else:  # click before 8.2 has no subscriptable ParamType; we support 8.1
+    _DurationBase = click.ParamType
 
-    try:
-        return parse_wait(text).total_seconds()
-    except ValueError:
-        raise ConfigError(
-            f"--lock-timeout {text!r}: use a duration such as 0, 30s, 5m or 1h"
-        ) from None
+
+class DurationType(_DurationBase):
+    """A duration on the command line, shown as DURATION in --help: plain seconds (90) or
+    30s, 5m, 1h30m; the value is in seconds."""
+
+    name = "duration"
+
+    def __init__(self, *, positive: bool = False) -> None:
+        self.positive = positive
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)  # a default, already in seconds
+        from reconciler.util.times import parse_seconds  # only once a duration is given
+
+        try:
+            seconds = parse_seconds(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if self.positive and seconds <= 0:
+            self.fail(f"{value!r} is no time at all: give a positive duration", param, ctx)
+        return seconds
+
+
+DURATION = DurationType()
 
 
 def lock_options(func: F) -> F:
     func = click.option(
         "--lock-timeout",
+        type=DURATION,
         default=defaults.LOCK_TIMEOUT,
         show_default=True,
         help="How long to wait for the state lock (e.g. 30s, 5m).",
@@ -366,10 +392,9 @@ def apply_options(func: F) -> F:
     )(func)
     func = click.option(
         "--exec-timeout",
-        type=click.FloatRange(min=0.1),
+        type=DurationType(positive=True),
         default=defaults.EXEC_TIMEOUT_SECONDS,
         show_default=True,
-        metavar="SECONDS",
         help="How long an exec: destination may run per value before it is killed.",
     )(func)
     func = click.option(

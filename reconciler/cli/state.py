@@ -11,7 +11,6 @@ import click
 from reconciler.cli.options import (
     global_options,
     lock_options,
-    lock_wait_seconds,
     session,
 )
 from reconciler.errors import ConfigError
@@ -23,13 +22,12 @@ from reconciler.errors import ConfigError
 @click.argument("paths", nargs=-1, type=click.Path())
 @lock_options
 @global_options
-def import_(name: str, uid: str, paths: tuple[str, ...], lock_timeout: str) -> None:
+def import_(name: str, uid: str, paths: tuple[str, ...], lock_timeout: float) -> None:
     """Adopt the existing token UID into state as NAME (as declared in the manifests)."""
     from reconciler.operations.importing import import_token
 
-    timeout = lock_wait_seconds(lock_timeout)
     with session() as run:
-        click.echo(import_token(run, name, uid, paths, lock_timeout=timeout))
+        click.echo(import_token(run, name, uid, paths, lock_timeout=lock_timeout))
 
 
 @click.group()
@@ -65,13 +63,14 @@ def state_show(name: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @lock_options
 @global_options
-def state_rm(name: str, yes: bool, lock_timeout: str) -> None:
+def state_rm(name: str, yes: bool, lock_timeout: float) -> None:
     """Forget NAME without deleting the live token."""
     from reconciler.operations.state import forget_token
 
-    timeout = lock_wait_seconds(lock_timeout)
     with session() as run:
-        click.echo(forget_token(run, name, confirm=None if yes else _confirm, lock_timeout=timeout))
+        click.echo(
+            forget_token(run, name, confirm=None if yes else _confirm, lock_timeout=lock_timeout)
+        )
 
 
 def _confirm(question: str) -> None:
@@ -95,16 +94,15 @@ def state_pull() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @lock_options
 @global_options
-def state_push(file: str, lock_timeout: str) -> None:
+def state_push(file: str, lock_timeout: float) -> None:
     """Upload a state FILE ('-': stdin) to the configured location.
 
     Refuses a destination holding another lineage or a higher serial.
     """
     from reconciler.operations.state import push_state
 
-    timeout = lock_wait_seconds(lock_timeout)
     with session() as run:
-        click.echo(push_state(run, file, lock_timeout=timeout))
+        click.echo(push_state(run, file, lock_timeout=lock_timeout))
 
 
 @state.command("migrate")
@@ -122,7 +120,7 @@ def state_push(file: str, lock_timeout: str) -> None:
 )
 @lock_options
 @global_options
-def state_migrate(destination: str, keep_source: bool, lock_timeout: str) -> None:
+def state_migrate(destination: str, keep_source: bool, lock_timeout: float) -> None:
     """Move state to another location, keeping lineage and serial.
 
     Both locations are locked; a destination holding another lineage (or another
@@ -130,9 +128,10 @@ def state_migrate(destination: str, keep_source: bool, lock_timeout: str) -> Non
     """
     from reconciler.operations.state import migrate_state
 
-    timeout = lock_wait_seconds(lock_timeout)
     with session() as run:
-        click.echo(migrate_state(run, destination, keep_source=keep_source, lock_timeout=timeout))
+        click.echo(
+            migrate_state(run, destination, keep_source=keep_source, lock_timeout=lock_timeout)
+        )
 
 
 @click.command("force-unlock")

@@ -35,7 +35,16 @@ LEGEND: dict[ActionKind, str] = {
     "adopt": "adopt (record in state; no API call)",
     "forget": "forget (drop from state; the token is already gone)",
 }
-_SUMMARY_KINDS: tuple[ActionKind, ...] = ("create", "replace", "delete", "adopt")
+# Every count, always, in one order: a reader (or a script) finds each in its place.
+_SUMMARY_KINDS: tuple[ActionKind, ...] = (
+    "create",
+    "update",
+    "replace",
+    "delete",
+    "retire",
+    "adopt",
+    "forget",
+)
 
 
 def _quoted(text: str) -> str:
@@ -52,9 +61,6 @@ def summary_line(plan: Plan) -> str:
         return text
     counts = plan.summary()
     parts = [f"{counts[kind]} to {kind}" for kind in _SUMMARY_KINDS]
-    for kind in ("update", "retire", "forget"):
-        if counts[kind]:
-            parts.insert(2 if kind == "update" else len(parts), f"{counts[kind]} to {kind}")
     return f"Plan: {', '.join(parts)}. {plan.unchanged} unchanged, {plan.unmanaged} unmanaged."
 
 

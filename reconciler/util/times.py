@@ -78,19 +78,22 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     return spelt
 
 
-_WAIT_PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_SECONDS_PATTERN = re.compile(r"^\s*(\d{1,9})(\.\d{1,6})?\s*$")
 
 
-_WAIT_UNITS = _UNITS
-
-
-def parse_wait(text: str) -> timedelta:
-    """Parse a wait such as '0', '30s', '5m' or '1h': the duration grammar with seconds and
-    minutes too, and zero allowed (the only value without a unit). Raises ValueError."""
-    match = _WAIT_PATTERN.match(text)
-    if match is None or len(match.group(1)) > 9 or (not match.group(2) and int(match.group(1))):
-        raise ValueError(f"{clip(text)} is not a wait: use 0, 30s, 5m or 1h")
-    return int(match.group(1)) * _WAIT_UNITS[match.group(2) or "s"]
+def parse_seconds(text: str) -> float:
+    """A wait or a timeout as the command line takes it: plain seconds ('0', '90', '2.5')
+    or a duration ('30s', '5m', '1h30m', '0s'). Raises ValueError naming the forms."""
+    plain = _SECONDS_PATTERN.match(text)
+    if plain is not None:
+        return float(plain.group(1) + (plain.group(2) or ""))
+    try:
+        return parse_duration(text.strip(), allow_zero=True).total_seconds()
+    except ValueError:
+        raise ValueError(
+            f"{clip(text)} is not a duration: use seconds (90) or a duration such as 30s, 5m "
+            "or 1h30m"
+        ) from None
 
 
 def format_duration(delta: timedelta) -> str:

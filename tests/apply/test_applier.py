@@ -126,7 +126,10 @@ def test_create_then_nothing_to_do(ws: Workspace) -> None:
     assert plan.exit_code == 2, plan
     assert "+   create   ci-deployer" in plan.stdout
     assert "declared in manifests, does not exist yet" in plan.stdout
-    assert "Plan: 2 to create, 0 to replace, 0 to delete, 0 to adopt." in plan.stdout
+    assert (
+        "Plan: 2 to create, 0 to update, 0 to replace, 0 to delete, "
+        "0 to retire, 0 to adopt, 0 to forget." in plan.stdout
+    )
     assert plan.stderr == ""
 
     applied = ws.apply()
@@ -178,7 +181,10 @@ def test_owned_token_that_differs_is_replaced_new_first(
     assert plan.exit_code == 2, plan
     line = next(text for text in plan.stdout.splitlines() if "replace" in text and "svc" in text)
     assert "-/+ replace" in line and old_uid in line and reason in line, plan
-    assert "Plan: 0 to create, 1 to replace, 0 to delete, 0 to adopt. 1 unchanged" in plan.stdout
+    assert (
+        "Plan: 0 to create, 0 to update, 1 to replace, 0 to delete, "
+        "0 to retire, 0 to adopt, 0 to forget. 1 unchanged" in plan.stdout
+    )
 
     applied = ws.apply("--updates", "replace", fast=True)
     assert applied.exit_code == 0, applied
@@ -371,7 +377,10 @@ def test_rotation_due_replaces_without_tripping_the_threshold(ws: Workspace) -> 
 
     plan = ws.plan("--detailed-exitcode")
     assert plan.exit_code == 2, plan
-    assert "Plan: 0 to create, 6 to replace, 0 to delete, 0 to adopt. 4 unchanged" in plan.stdout
+    assert (
+        "Plan: 0 to create, 0 to update, 6 to replace, 0 to delete, "
+        "0 to retire, 0 to adopt, 0 to forget. 4 unchanged" in plan.stdout
+    )
     assert plan.stdout.count("rotation due: expires in") == 6
     assert "Warning" not in plan.stderr
     applied = ws.apply(fast=True)  # 60% of the managed tokens, no --force needed
@@ -407,7 +416,10 @@ def test_nightly_apply_rotates_what_is_due_and_nothing_else(ws: Workspace) -> No
     live_for(ws, before["fresh"], month, timedelta(days=20))
 
     plan = ok(ws.run("plan", "--detailed-exitcode"), 2)
-    assert "Plan: 0 to create, 3 to replace, 0 to delete, 0 to adopt. 4 unchanged" in plan.stdout
+    assert (
+        "Plan: 0 to create, 0 to update, 3 to replace, 0 to delete, "
+        "0 to retire, 0 to adopt, 0 to forget. 4 unchanged" in plan.stdout
+    )
     lines = plan_lines(plan)
     assert set(lines) == {"due", "expired", "short-lived"}
     assert lines["due"].endswith("rotation due: expires in 3d < rotate_before 14d")
@@ -532,7 +544,7 @@ def test_scope_and_description_change_update_in_place(
     plan = ok(ws.run("plan", "--detailed-exitcode"), 2)
     assert "~   update   svc" in plan.stdout and uid in plan.stdout
     assert "scopes changed: +read_cluster; description changed" in plan.stdout
-    assert "Plan: 0 to create, 0 to replace, 1 to update, 0 to delete" in plan.stdout
+    assert "Plan: 0 to create, 1 to update, 0 to replace, 0 to delete" in plan.stdout
     applied = ok(ws.run(*APPLY))
     assert "Apply complete: 1 updated." in applied.stdout
     assert ws.owned()["svc"] == uid and works(ws.api, value)
@@ -780,7 +792,7 @@ def test_failure_part_way_leaves_true_state_and_the_next_apply_converges(
 
     plan = ws.plan("--detailed-exitcode", fast=True)
     assert plan.exit_code == 2, plan
-    assert f"Plan: {10 - created} to create, 0 to replace, 0 to delete" in plan.stdout
+    assert f"Plan: {10 - created} to create, 0 to update, 0 to replace, 0 to delete" in plan.stdout
 
     again = ws.apply(fast=True)
     assert again.exit_code == 0, again

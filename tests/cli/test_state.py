@@ -118,4 +118,7 @@ def test_state_rm_asks_and_keeps_the_live_token(ws: Workspace) -> None:
     # Both live tokens are untouched; still declared, they match, so the next plan adopts them.
     assert ws.live_by_name() == {name: [uid] for name, uid in owned.items()}
     plan = ok(ws.call("plan"))
-    assert "Plan: 0 to create, 0 to replace, 0 to delete, 2 to adopt." in plan.stdout
+    assert (
+        "Plan: 0 to create, 0 to update, 0 to replace, 0 to delete, "
+        "0 to retire, 2 to adopt, 0 to forget." in plan.stdout
+    )

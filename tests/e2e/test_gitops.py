@@ -168,7 +168,9 @@ def test_plan_formats_with_every_action_kind_match_snapshots(every_kind: Workspa
         check_snapshot(f"plan-every-kind.{suffix}", normalise(result.stdout, all_uids(ws.api)))
     markdown = outputs["markdown"]
     lines = markdown.splitlines()
-    assert lines[2].startswith("**Plan: 1 to create, 2 to replace, 1 to delete, 1 to adopt, 1 to")
+    assert lines[2].startswith(
+        "**Plan: 1 to create, 0 to update, 2 to replace, 1 to delete, 0 to retire"
+    )
     kinds = [row.split("|")[2].strip(" *") for row in lines if row.startswith("| `")]
     assert kinds == ["replace", "replace", "delete", "create", "adopt", "forget"]
     assert "rotation due: expires in 3d &#60; rotate\\_before 14d" in markdown
@@ -432,7 +434,10 @@ def test_documented_github_workflow(hosted: Hosted, local_api: LocalApi) -> None
     ]
     body = comment["files"]["plan.md"]
     assert body.startswith("### Reconciler plan")
-    assert "**Plan: 4 to create, 0 to replace, 0 to delete, 0 to adopt.**" in body
+    assert (
+        "**Plan: 4 to create, 0 to update, 0 to replace, 0 to delete, "
+        "0 to retire, 0 to adopt, 0 to forget.**" in body
+    )
     assert plan.summary == body + "\n"  # the step summary got the same Markdown
     assert pr.run("apply").skipped
     assert tokens.live_by_name() == {}

@@ -346,7 +346,10 @@ def test_the_readme_takes_over_an_organisation_in_three_commands(
     export, plan, apply = (c[1:] for c in commands)
     ok(ws.run(*export))
     planned = ok(ws.run(*plan))
-    assert "Plan: 0 to create, 0 to replace, 0 to delete, 3 to adopt." in planned.stdout
+    assert (
+        "Plan: 0 to create, 0 to update, 0 to replace, 0 to delete, "
+        "0 to retire, 3 to adopt, 0 to forget." in planned.stdout
+    )
     ok(ws.run(*apply, "--auto-approve"))
     assert sorted(ws.owned()) == ["ci-deployer", "grafana-reader", "scripted"]
     assert ok(ws.run("plan", "--detailed-exitcode")).stdout.startswith("No changes.")

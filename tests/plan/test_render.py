@@ -132,7 +132,8 @@ def test_text_without_colour_has_no_ansi_and_every_action() -> None:
         (line,) = [ln for ln in lines if f" {name} " in ln and kind in ln]
         assert line.lstrip().startswith(f"{symbol} "), line
     assert (
-        "Plan: 1 to create, 2 to replace, 1 to delete, 1 to adopt, 1 to forget. "
+        "Plan: 1 to create, 0 to update, 2 to replace, 1 to delete, "
+        "0 to retire, 1 to adopt, 1 to forget. "
         "40 unchanged, 3 unmanaged." in lines
     )
 
@@ -192,7 +193,8 @@ def _table_rows(markdown: str) -> list[str]:
 def test_markdown_summary_and_destructive_rows_first() -> None:
     text = render_markdown(full_plan())
     assert (
-        "**Plan: 1 to create, 2 to replace, 1 to delete, 1 to adopt, 1 to forget.** "
+        "**Plan: 1 to create, 0 to update, 2 to replace, 1 to delete, "
+        "0 to retire, 1 to adopt, 1 to forget.** "
         "40 unchanged, 3 unmanaged." in text
     )
     rows = _table_rows(text)

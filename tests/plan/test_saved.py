@@ -78,7 +78,10 @@ def test_saved_plan_round_trip_applies_exactly_what_was_planned(ws: Workspace) -
     }
     # A fresh plan now sees the later edits.
     fresh = ok(ws.call("plan", "--detailed-exitcode"), 2)
-    assert "Plan: 1 to create, 1 to replace, 0 to delete, 0 to adopt." in fresh.stdout
+    assert (
+        "Plan: 1 to create, 0 to update, 1 to replace, 0 to delete, "
+        "0 to retire, 0 to adopt, 0 to forget." in fresh.stdout
+    )
 
 
 def test_saved_plan_holds_no_secret(ws: Workspace) -> None:
