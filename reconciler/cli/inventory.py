@@ -118,7 +118,14 @@ def _fail_on(
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--format", "fmt", type=AUDIT_FORMATS, default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=AUDIT_FORMATS,
+    default="text",
+    show_default=True,
+    help="text, markdown (with a Mermaid chart of lifetimes) or JSON (format_version 1).",
+)
 @click.option(
     "--expiring-days",
     type=click.IntRange(min=0),

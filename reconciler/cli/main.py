@@ -43,12 +43,12 @@ from reconciler.errors import ConfigError, ReconcilerError, install_log_redactio
 from reconciler.util.text import plural
 
 if TYPE_CHECKING:
-    from reconciler.apply.applier import ApplyEvent
     from reconciler.plan.model import Plan
 
 EXIT_CHANGES = 2
 # The keys of render.RENDERERS (not imported here: --help should stay fast).
 FORMATS = click.Choice(["text", "markdown", "json"])
+FORMAT_HELP = "text, markdown (for a pull-request comment) or JSON (format_version 1)."
 GC_THRESHOLD = 200_000
 
 
@@ -73,15 +73,40 @@ for _command in (import_, state, force_unlock, export, audit):
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text, or one JSON document (format_version 1) with every problem and warning.",
+)
 @offline_options
-def validate(paths: tuple[str, ...]) -> None:
+def validate(paths: tuple[str, ...], fmt: str) -> None:
     """Check manifests offline (no credentials needed)."""
+    from reconciler.errors import ManifestError
+    from reconciler.operations.validate import problems_document
     from reconciler.operations.validate import validate as check
 
-    result = check(paths)
+    try:
+        result = check(paths)
+    except ManifestError as exc:
+        if fmt != "json":
+            raise
+        _echo_json(problems_document(exc))
+        sys.exit(1)
+    if fmt == "json":
+        _echo_json(result.to_dict())
+        return
     for warning in result.warnings:
         click.echo(warning, err=True)
     click.echo(f"{plural(result.tokens, 'token')} in {plural(result.files, 'file')}: valid.")
+
+
+def _echo_json(document: Mapping[str, object]) -> None:
+    import json
+
+    click.echo(json.dumps(document, indent=2))
 
 
 @cli.command()
@@ -94,12 +119,16 @@ def schema() -> None:
 
 
 def _echo_plan(
-    plan: Plan, fmt: str, destinations: Mapping[str, Sequence[str]] | None = None
+    plan: Plan,
+    fmt: str,
+    destinations: Mapping[str, Sequence[str]] | None = None,
+    *,
+    err: bool = False,
 ) -> None:
     from reconciler.plan.render import render
 
     text = render(plan, fmt, color=use_color(), destinations=destinations)
-    click.echo(text, nl=not text.endswith("\n"))
+    click.echo(text, nl=not text.endswith("\n"), err=err)
 
 
 def hint(command: str) -> str:
@@ -111,7 +140,7 @@ def hint(command: str) -> str:
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Save the plan to FILE.")
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help=FORMAT_HELP)
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
@@ -192,7 +221,7 @@ def _github_step_summary(result: Plan, destinations: Mapping[str, Sequence[str]]
 
 @cli.command()
 @click.argument("planfile", type=click.Path(exists=True, dir_okay=False))
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help=FORMAT_HELP)
 @offline_options
 def show(planfile: str, fmt: str) -> None:
     """Render a saved plan."""
@@ -203,12 +232,22 @@ def show(planfile: str, fmt: str) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text, or JSON: one document (format_version 1) on stdout at the end; the plan "
+    "and progress go to stderr.",
+)
 @apply_options
 @plan_options
 @lock_options
 @global_options
 def apply(
     paths: tuple[str, ...],
+    fmt: str,
     auto_approve: bool,
     secrets_out: tuple[str, ...],
     secrets_format: str | None,
@@ -227,9 +266,19 @@ def apply(
     PATHS are manifest files or directories (default: manifests/), or one saved plan
     file made by `reconciler plan --out`.
     """
-    from reconciler.apply.report import apply_report
+    from reconciler.apply.report import apply_document, apply_report
+    from reconciler.cli.progress import Progress
     from reconciler.errors import ApplyFailed
     from reconciler.operations import apply as operations
+
+    as_json = fmt == "json"
+    # With JSON, stdout holds the one document; everything for people goes to stderr.
+    human = sys.stderr if as_json else sys.stdout
+    progress = Progress(color=use_color(), verbose=options().verbose > 0, stream=human)
+
+    def show(plan: Plan, where: Mapping[str, Sequence[str]]) -> None:
+        _echo_plan(plan, "text", where, err=as_json)
+        progress.start(len(plan.actions))
 
     request = operations.ApplyRequest(
         paths=paths,
@@ -250,11 +299,18 @@ def apply(
         outcome = operations.apply(
             run,
             request,
-            show=lambda plan, where: _echo_plan(plan, "text", where),
+            show=show,
             confirm=None if auto_approve else lambda _plan: _confirm(),
-            on_event=_progress(),
-            stopping=_stop_on_signals,
+            on_event=progress,
+            stopping=lambda stop: _stop_on_signals(stop, err=as_json),
         )
+    progress.finish()
+    if as_json:
+        document = apply_document(outcome.result, outcome.destinations)
+        _echo_json(document)
+        if not document["ok"]:
+            sys.exit(1)
+        return
     if outcome.result is None:
         return
     report = apply_report(outcome.result, outcome.destinations)
@@ -273,24 +329,10 @@ def _confirm() -> None:
         raise ConfigError("apply cancelled; nothing was changed")
 
 
-def _progress() -> Callable[[ApplyEvent], None]:
-    printing = threading.Lock()
-    color = use_color()
-
-    def progress(event: ApplyEvent) -> None:
-        mark = "ok" if event.status == "done" else "FAILED"
-        if color:
-            mark = click.style(mark, fg="green" if event.status == "done" else "red")
-        with printing:
-            click.echo(f"  {event.action.kind:<8} {event.action.name}: {mark} {event.detail}")
-
-    return progress
-
-
 @contextmanager
-def _stop_on_signals(stop: Callable[[str], None]) -> Iterator[None]:
+def _stop_on_signals(stop: Callable[[str], None], *, err: bool = False) -> Iterator[None]:
     """SIGINT/SIGTERM finish the calls in flight, record them, and start nothing new."""
-    click.echo("Applying...")
+    click.echo("Applying...", err=err)
     if threading.current_thread() is not threading.main_thread():
         yield
         return

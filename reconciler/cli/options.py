@@ -447,10 +447,14 @@ def serve_options(func: F) -> F:
         "--error-rate", default=0.0, help="Fault injection: share of requests failing 503."
     )(func)
     func = click.option(
-        "--latency-ms", default=0.0, help="Fault injection: added latency per request."
+        "--latency-ms", default=0.0, help="Fault injection: milliseconds added to every request."
     )(func)
     func = click.option(
-        "--page-size", default=1000, show_default=True, type=click.IntRange(1, 100000)
+        "--page-size",
+        default=1000,
+        show_default=True,
+        type=click.IntRange(1, 100000),
+        help="Largest page the listing returns, whatever count a client asks for.",
     )(func)
     func = click.option(
         "--api-key", "api_key", help="Admin key to accept (default: generated once)."
@@ -461,9 +465,19 @@ def serve_options(func: F) -> F:
         default=str(Path(defaults.STATE_PATH).parent / defaults.LOCAL_DB_NAME),
         show_default=True,
         type=click.Path(dir_okay=False),
+        help="SQLite database of the tokens (created on first start; its admin key beside it).",
     )(func)
-    func = click.option("--port", default=3000, show_default=True, type=click.IntRange(0, 65535))(
-        func
-    )
-    func = click.option("--host", default="127.0.0.1", show_default=True)(func)
+    func = click.option(
+        "--port",
+        default=3000,
+        show_default=True,
+        type=click.IntRange(0, 65535),
+        help="Port to listen on (0: any free port, printed at start).",
+    )(func)
+    func = click.option(
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address to listen on (loopback unless you mean to share it).",
+    )(func)
     return func

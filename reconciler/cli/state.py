@@ -36,14 +36,23 @@ def state() -> None:
 
 
 @state.command("list")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="a table, or JSON (format_version 1): every section of state as recorded.",
+)
 @global_options
-def state_list() -> None:
+def state_list(fmt: str) -> None:
     """List the tokens reconciler owns."""
     from reconciler.operations.state import read_state
-    from reconciler.state.render import render_state_table
+    from reconciler.state.render import render_state_table, state_document
 
+    render = state_document if fmt == "json" else render_state_table
     with session() as run:
-        click.echo(render_state_table(read_state(run)), nl=False)
+        click.echo(render(read_state(run)), nl=False)
 
 
 @state.command("show")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from reconciler.defaults import MANIFESTS
+from reconciler.errors import ManifestError
 from reconciler.manifest.loader import load_manifests, past_expiries
 from reconciler.manifest.schema import render_json_schema
 from reconciler.util.times import utcnow
@@ -19,6 +21,32 @@ class Validation:
     tokens: int
     files: int
     warnings: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": VALIDATE_FORMAT_VERSION,
+            "valid": True,
+            "tokens": self.tokens,
+            "files": self.files,
+            "warnings": list(self.warnings),
+            "problems": [],
+        }
+
+
+#: Version of `validate --format json`; fields are only ever added.
+VALIDATE_FORMAT_VERSION = 1
+
+
+def problems_document(error: ManifestError) -> dict[str, Any]:
+    """`validate --format json` for invalid manifests: every problem with its file and line."""
+    return {
+        "format_version": VALIDATE_FORMAT_VERSION,
+        "valid": False,
+        "warnings": [],
+        "problems": [
+            {"file": p.file, "line": p.line, "message": p.message} for p in error.problems
+        ],
+    }
 
 
 def validate(paths: Sequence[str]) -> Validation:

@@ -52,3 +52,18 @@ def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
 def render_owned(owned: OwnedToken) -> str:
     """One owned token as state records it (``state show``)."""
     return json.dumps(owned.to_dict(), indent=2) + "\n"
+
+
+#: Version of `state list --format json`; fields are only ever added.
+STATE_LIST_FORMAT_VERSION = 1
+
+
+def state_document(state: State | None) -> str:
+    """`state list --format json`: the state's header and every section as the state file
+    records them (it never holds a secret); ``format_version`` is this document's, and
+    ``state_format_version`` the state file's."""
+    body: dict[str, object] = {"tokens": []}
+    if state is not None:
+        body = state.to_dict()
+        body["state_format_version"] = body.pop("format_version")
+    return json.dumps({"format_version": STATE_LIST_FORMAT_VERSION, **body}, indent=2) + "\n"
