@@ -60,9 +60,9 @@ def cli() -> None:
 
     \b
     Typical use:
-      reconciler validate                       # offline checks of manifests/
-      reconciler plan                           # what would change, read-only
-      reconciler apply --secrets-out new.json   # make it so
+      reconciler validate                             # offline checks of manifests/
+      reconciler plan                                 # what would change, read-only
+      reconciler apply --secrets-out state/new.json   # make it so (state/ is git-ignored)
     Try it with no account: add --endpoint local (an embedded API under state/).
     """
 
@@ -303,6 +303,7 @@ def apply(
             confirm=None if auto_approve else lambda _plan: _confirm(),
             on_event=progress,
             stopping=lambda stop: _stop_on_signals(stop, err=as_json),
+            warn=lambda line: click.echo(line, err=True),
         )
     progress.finish()
     if as_json:

@@ -2,7 +2,7 @@
 parses options, confirms and prints).
 
     with Session(SessionSettings(endpoint="local")) as session:
-        outcome = apply(session, ApplyRequest(paths=("manifests",), secrets_out="new.json"))
+        outcome = apply(session, ApplyRequest(paths=("manifests",), secrets_out="state/new.json"))
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from pathlib import Path
 from reconciler import defaults
 from reconciler.apply.applier import Applier, ApplyEvent, ApplyResult
 from reconciler.apply.delivery import Deliveries
-from reconciler.destinations.file import SecretsFormat
+from reconciler.destinations.file import FileDestination, SecretsFormat
+from reconciler.destinations.gitcheck import unignored_warning
 from reconciler.destinations.parse import parse_destination
 from reconciler.errors import ConfigError
 from reconciler.operations.plan import load_manifests, plan_from
 from reconciler.plan.model import Plan
-from reconciler.plan.routing import plan_destinations
+from reconciler.plan.routing import entries_for, plan_destinations
 from reconciler.plan.saved import (
     SavedPlan,
     check_endpoint,
@@ -110,6 +111,18 @@ def run_destinations(session: Session, request: ApplyRequest) -> tuple[str, ...]
     return entries or session.configured_destinations()
 
 
+def _unignored_files(plan: Plan, run: Sequence[str]) -> list[str]:
+    """A warning per secrets file of this apply that lies in a Git work tree unignored."""
+    entries = set(run)
+    for action in plan.actions:
+        if action.creates:
+            entries.update(entries_for(action.spec, run))
+    files = sorted(
+        {d.path for d in map(parse_destination, entries) if isinstance(d, FileDestination)}
+    )
+    return [w for w in map(unignored_warning, files) if w is not None]
+
+
 @contextmanager
 def _no_signals(_stop: Callable[[str], None]) -> Iterator[None]:
     yield
@@ -123,11 +136,13 @@ def apply(
     confirm: Callable[[Plan], None] | None = None,
     on_event: Callable[[ApplyEvent], None] | None = None,
     stopping: Callable[[Callable[[str], None]], AbstractContextManager[None]] = _no_signals,
+    warn: Callable[[str], None] | None = None,
 ) -> ApplyOutcome:
     """Plan (or load the saved plan), refuse it if unsafe, then carry it out under the state
     lock. ``show`` sees the plan first; ``confirm`` (not called for a saved plan: it was
     approved when saved) raises to stop; ``stopping(stop)`` wraps the run, e.g. to call
-    ``stop`` on SIGTERM. Raises PlanError or SecretsError before any change when refused."""
+    ``stop`` on SIGTERM; ``warn`` gets warnings that do not stop the run (a secrets file Git
+    would commit). Raises PlanError or SecretsError before any change when refused."""
     saved = read_saved_plan(request)
     manifests = load_manifests(request.paths) if saved is None else None
     deliveries = Deliveries(
@@ -165,6 +180,9 @@ def apply(
             on_event=on_event,
         )
         applier.check(plan)  # values with nowhere to go: refused before asking
+        if warn is not None:
+            for warning in _unignored_files(plan, deliveries.run):
+                warn(warning)
         if confirm is not None and saved is None:
             confirm(plan)
         with stopping(applier.request_stop):
