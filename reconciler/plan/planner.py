@@ -164,8 +164,9 @@ class _Comparison:
 
 def _conflict_fix(name: str, uid: str) -> str:
     return (
-        f"adopt it with `reconciler import {name} {uid}` (the next plan then replaces it to "
-        f"match the manifest), rename {name} in the manifests, or delete the token by hand"
+        f"adopt it with `reconciler import {name} {uid}` (the next plan then updates it in "
+        "place to match the manifest, or replaces it when its expiry needs a new token), "
+        f"rename {name} in the manifests, or delete the token by hand"
     )
 
 
